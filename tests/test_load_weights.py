@@ -1,0 +1,99 @@
+"""Reading weights files safely and reporting what does not fit, in one sentence."""
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import vitkit
+from vitkit.weights.load import read_state_dict
+
+
+def test_round_trip_through_safetensors(tmp_path):
+    source = vitkit.create_model("mobilevit_xxs_keras", num_classes=5).eval()
+    save_file(source.state_dict(), tmp_path / "w.safetensors")
+    model = vitkit.create_model("mobilevit_xxs_keras", num_classes=5).eval()
+    assert vitkit.load_weights(model, tmp_path / "w.safetensors").source == "vitkit"
+    x = torch.rand(2, 3, 256, 256)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), source(x), atol=0, rtol=0)
+
+
+def test_wrappers_and_data_parallel_prefix_are_removed(tmp_path):
+    source = vitkit.create_model("vit_cifar", num_classes=10)
+    wrapped = {"epoch": 3, "model": {f"module.{k}": v for k, v in source.state_dict().items()}}
+    torch.save(wrapped, tmp_path / "ckpt.pth")
+    model = vitkit.create_model("vit_cifar", num_classes=10)
+    vitkit.load_weights(model, tmp_path / "ckpt.pth")
+    torch.testing.assert_close(model.pos_embed, source.pos_embed)
+
+
+class Opaque:  # any object that is not a tensor needs code to unpickle
+    pass
+
+
+def test_pickled_code_is_refused(tmp_path):
+    torch.save({"weights": Opaque()}, tmp_path / "evil.pt")
+    with pytest.raises(ValueError, match="never unpickles code"):
+        read_state_dict(tmp_path / "evil.pt")
+
+
+def test_missing_file_and_folder_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="No weights file"):
+        read_state_dict(tmp_path / "nope.pt")
+    with pytest.raises(FileNotFoundError, match="without model.safetensors"):
+        read_state_dict(tmp_path)
+
+
+def test_corrupt_files_give_one_sentence(tmp_path):
+    (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file at all")
+    with pytest.raises(ValueError, match="not a readable safetensors"):
+        read_state_dict(tmp_path / "bad.safetensors")
+    (tmp_path / "bad.pt").write_bytes(b"\x00" * 64)
+    with pytest.raises(ValueError):
+        read_state_dict(tmp_path / "bad.pt")
+
+
+def test_weights_of_another_architecture_are_named():
+    vit = vitkit.create_model("vit_cifar", num_classes=10)
+    with pytest.raises(ValueError, match="another architecture"):
+        vitkit.load_weights(vitkit.create_model("mobilevit_xxs"), vit.state_dict())
+
+
+def test_shape_mismatch_outside_the_head_is_an_error():
+    xs = vitkit.create_model("mobilevit_xs")
+    with pytest.raises(ValueError, match="do not fit mobilevit_xxs"):
+        vitkit.load_weights(vitkit.create_model("mobilevit_xxs"), xs.state_dict())
+
+
+def test_missing_and_unexpected_keys_are_listed():
+    state = vitkit.create_model("vit_cifar", num_classes=10).state_dict()
+    del state["blocks.3.norm1.weight"]
+    state["blocks.3.extra.weight"] = torch.zeros(1)
+    model = vitkit.create_model("vit_cifar", num_classes=10)
+    with pytest.raises(ValueError, match=r"missing blocks\.3\.norm1\.weight; unexpected blocks\.3\.extra\.weight"):
+        vitkit.load_weights(model, state)
+    result = vitkit.load_weights(model, state, strict=False)
+    assert result.missing == ["blocks.3.norm1.weight"] and result.unexpected == ["blocks.3.extra.weight"]
+
+
+def test_a_classifier_of_another_size_is_skipped_for_fine_tuning():
+    imagenet = vitkit.create_model("mobilevit_xxs", num_classes=1000)
+    model = vitkit.create_model("mobilevit_xxs", num_classes=5)
+    head_before = model.head.weight.clone()
+    result = vitkit.load_weights(model, imagenet.state_dict())
+    assert "1000 classes" in result.head_skipped
+    torch.testing.assert_close(model.head.weight, head_before)
+    torch.testing.assert_close(model.stem.conv.weight, imagenet.stem.conv.weight)
+
+
+def test_backbone_only_weights_load():
+    state = {k: v for k, v in vitkit.create_model("vit_ti16").state_dict().items() if not k.startswith("head.")}
+    result = vitkit.load_weights(vitkit.create_model("vit_ti16", num_classes=3), state)
+    assert "left as initialised" in result.head_skipped
+
+
+def test_bgr_to_rgb_reverses_the_first_conv():
+    source = vitkit.create_model("mobilevit_xxs")
+    model = vitkit.create_model("mobilevit_xxs")
+    vitkit.load_weights(model, source.state_dict(), bgr_to_rgb=True)
+    torch.testing.assert_close(model.stem.conv.weight, source.stem.conv.weight.flip(1))

@@ -1,0 +1,163 @@
+"""Every preset: forward at batch 1 and 2, backward, default size and a size that is not a multiple of 32."""
+
+import pytest
+import torch
+
+import vitkit
+from vitkit.models.layers import pad_same
+
+ALL_MODELS = vitkit.list_models()
+# (default, odd) input sizes: the odd one is not a multiple of 32 (nor of 2 for MobileViT's last stages)
+ODD_SIZE = {"vit_cifar": 90}
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_forward_backward_default_and_odd_size(name):
+    model = vitkit.create_model(name, num_classes=7)
+    default = model.preprocess.input_size
+    for size in (default, ODD_SIZE.get(name, 200)):
+        for batch in (1, 2):
+            model.eval()
+            with torch.no_grad():
+                out = model(torch.rand(batch, 3, size, size))
+            assert out.shape == (batch, 7)
+            assert torch.isfinite(out).all()
+        model.train()
+        x = torch.rand(1, 3, size, size, requires_grad=True)  # batch 1: reshape bugs hide there
+        model(x).sum().backward()
+        assert x.grad is not None and torch.isfinite(x.grad).all()
+        grads = [p.grad for p in model.parameters()]
+        assert all(g is not None for g in grads), "a parameter got no gradient"
+        model.zero_grad(set_to_none=True)
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_batch_elements_are_independent(name):
+    # a reshape that mixes batch and token axes shows up as one image changing another's logits
+    model = vitkit.create_model(name, num_classes=3).eval()
+    size = model.preprocess.input_size
+    x = torch.rand(2, 3, size, size)
+    with torch.no_grad():
+        both = model(x)
+        first = model(x[:1])
+        x2 = x.clone()
+        x2[1] = torch.rand(3, size, size)
+        changed = model(x2)
+    torch.testing.assert_close(both[:1], first, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(changed[:1], first, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "name, num_classes, expected",
+    [
+        ("mobilevit_xxs", 1000, 1_272_024),  # timm and transformers give the same
+        ("mobilevit_xs", 1000, 2_317_848),
+        ("mobilevit_s", 1000, 5_578_632),
+        ("vit_b16", 1000, 86_567_656),
+        ("vit_b16_no_qkv_bias", 1000, 86_567_656 - 27_648),
+        ("vit_s16", 1000, 22_050_664),
+        ("vit_ti16", 1000, 5_717_416),
+        ("mobilevit_xxs_keras", 5, 1_305_077),  # trainable; Keras' total adds 2,544 BatchNorm statistics
+    ],
+)
+def test_parameter_counts(name, num_classes, expected):
+    model = vitkit.create_model(name, num_classes=num_classes)
+    assert sum(p.numel() for p in model.parameters()) == expected
+
+
+def test_keras_preset_total_as_keras_counts_it():
+    model = vitkit.create_model("mobilevit_xxs_keras", num_classes=5)
+    trainable = sum(p.numel() for p in model.parameters())
+    bn_stats = sum(b.numel() for n, b in model.named_buffers() if n.endswith(("running_mean", "running_var")))
+    assert bn_stats == 2_544
+    assert trainable + bn_stats == 1_307_621
+
+
+def test_vit_cifar_matches_seed_hyper_parameters():
+    model = vitkit.create_model("vit_cifar", num_classes=10)
+    assert model.preprocess.input_size == 72
+    assert model.pos_embed.shape == (1, 1 + 144, 64)  # 144 patches of 6x6, plus the class token
+    assert len(model.blocks) == 8
+    assert model.blocks[0].attn.num_heads == 4
+    assert model.blocks[0].mlp.fc1.out_features == 128 and model.blocks[0].mlp.fc2.out_features == 64
+
+
+def test_features_and_head_are_separate():
+    model = vitkit.create_model("mobilevit_xxs", num_classes=4).eval()
+    x = torch.rand(1, 3, 256, 256)
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        assert feats.shape == (1, 320, 8, 8)
+        assert model.forward_head(feats, pre_logits=True).shape == (1, 320)
+        torch.testing.assert_close(model.forward_head(feats), model(x))
+    vit = vitkit.create_model("vit_ti16", num_classes=4).eval()
+    with torch.no_grad():
+        tokens = vit.forward_features(torch.rand(1, 3, 224, 224))
+    assert tokens.shape == (1, 197, 192)
+
+
+def test_num_classes_zero_gives_pooled_features():
+    model = vitkit.create_model("mobilevit_xs", num_classes=0).eval()
+    with torch.no_grad():
+        assert model(torch.rand(2, 3, 256, 256)).shape == (2, 384)
+
+
+def test_reset_classifier():
+    model = vitkit.create_model("vit_cifar", num_classes=10)
+    model.reset_classifier(3)
+    assert model(torch.rand(1, 3, 72, 72)).shape == (1, 3)
+
+
+def test_preprocessing_travels_with_the_model():
+    assert vitkit.create_model("mobilevit_xxs").preprocess.mean == (0.0, 0.0, 0.0)
+    assert vitkit.create_model("vit_b16").preprocess.mean == (0.5, 0.5, 0.5)
+    assert vitkit.create_model("vit_b16", image_size=384).preprocess.input_size == 384
+    keras = vitkit.create_model("mobilevit_xxs_keras").preprocess
+    assert (keras.input_size, keras.crop_pct) == (256, 1.0)
+
+
+def test_vit_image_size_override_sizes_the_position_embedding():
+    model = vitkit.create_model("vit_ti16", image_size=384, num_classes=2)
+    assert model.pos_embed.shape == (1, 1 + 24 * 24, 192)
+
+
+def test_vit_position_embedding_is_interpolated_for_new_sizes():
+    model = vitkit.create_model("vit_ti16", num_classes=2).eval()
+    # a non-square size: the 14x14 grid is resized to 18x20
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 288, 320)).shape == (1, 2)
+
+
+def test_unknown_model_and_option_errors_are_one_sentence():
+    with pytest.raises(ValueError, match="Did you mean mobilevit_xxs"):
+        vitkit.create_model("mobilevit_xxx")
+    with pytest.raises(ValueError, match="has no option dropout"):
+        vitkit.create_model("mobilevit_s", dropout=0.2)
+
+
+def test_list_models_filter():
+    assert vitkit.list_models("mobilevit*") == ["mobilevit_s", "mobilevit_xs", "mobilevit_xxs", "mobilevit_xxs_keras"]
+
+
+@pytest.mark.parametrize(
+    "size, expected",
+    [(256, (0, 1)), (255, (1, 1)), (128, (0, 1)), (7, (1, 1))],  # TensorFlow pads the extra pixel after
+)
+def test_tf_same_padding(size, expected):
+    padded = pad_same(torch.ones(1, 1, size, size), kernel_size=3, stride=2)
+    top, bottom = expected
+    assert padded.shape[-2:] == (size + top + bottom,) * 2
+    assert bool((padded[0, 0, 0] == 0).all()) == (top == 1)  # a zero first row means a pad before
+    assert bool((padded[0, 0, -1] == 0).all()) == (bottom == 1)
+
+
+def test_keras_preset_attends_across_the_whole_map():
+    # Keras' MultiHeadAttention on the (4, hw/4, d) reshape attends over both axes: a pixel in the first
+    # row band must influence tokens in the last band through one transformer layer
+    block = vitkit.create_model("mobilevit_xxs_keras").stages[2][1].transformer[0].eval()
+    tokens = torch.randn(1, 32 * 32, 64)
+    with torch.no_grad():
+        base = block(tokens)
+        tokens[0, :256] += 3 * torch.randn(256, 64)  # the first row band (the top 8 rows)
+        moved = block(tokens)
+    assert (moved[0, -256:] - base[0, -256:]).abs().max() > 1e-2  # the last band sees it

@@ -1,0 +1,108 @@
+"""``vitkit summary``: shapes, parameters and MACs, checked against the seed's Keras summary and by hand."""
+
+import re
+from pathlib import Path
+
+import torch
+
+import vitkit
+from vitkit.cli.main import main
+from vitkit.models.layers import Attention
+from vitkit.models.summary import count_macs, summarize
+
+SEED_SUMMARY = Path(__file__).parent / "data" / "keras_mobilevit_xxs_summary.txt"
+KERAS_KINDS = {"Conv2D": "conv", "DepthwiseConv": "conv", "BatchNorm": "bn", "MultiHead": "mha", "LayerNorm": "ln", "Dense": "dense"}
+
+
+def keras_layers():
+    """(kind, params, (positions, channels)) of every layer with parameters in the seed's summary."""
+    rows = []
+    for line in SEED_SUMMARY.read_text().splitlines():
+        m = re.match(r"^\S+ \((\w+)\)?\s+\(None, ([\d, ]+)\)\s+(\d+)", line)
+        if not m or int(m[3]) == 0:
+            continue
+        kind = next(v for k, v in KERAS_KINDS.items() if k.startswith(m[1]) or m[1].startswith(k))
+        dims = [int(d) for d in m[2].split(",")]
+        rows.append((kind, int(m[3]), (int(torch.tensor(dims[:-1]).prod()) if len(dims) > 1 else 1, dims[-1])))
+    return rows
+
+
+def vitkit_layers(model, size=256):
+    """The same triple for vitkit's layers, in the order the forward pass runs them."""
+    rows, hooks = [], []
+
+    def record(kind, params):
+        def hook(module, inputs, out):
+            per_sample = out.shape[1:]
+            if out.dim() == 4:  # [B, C, H, W] -> (H*W, C), as Keras' NHWC
+                rows.append((kind, params, (per_sample[1] * per_sample[2], per_sample[0])))
+            else:  # [B, N, D] or [B, D]
+                rows.append((kind, params, (int(torch.tensor(per_sample[:-1]).prod()) if out.dim() > 2 else 1, per_sample[-1])))
+
+        return hook
+
+    inside_attention = {id(m) for a in model.modules() if isinstance(a, Attention) for m in a.modules() if m is not a}
+    for module in model.modules():
+        n = sum(p.numel() for p in module.parameters())
+        if isinstance(module, torch.nn.Conv2d):
+            hooks.append(module.register_forward_hook(record("conv", n)))
+        elif isinstance(module, torch.nn.BatchNorm2d):  # Keras counts the moving mean and variance too
+            hooks.append(module.register_forward_hook(record("bn", 4 * module.num_features)))
+        elif isinstance(module, Attention):
+            hooks.append(module.register_forward_hook(record("mha", n)))
+        elif isinstance(module, torch.nn.LayerNorm):
+            hooks.append(module.register_forward_hook(record("ln", n)))
+        elif isinstance(module, torch.nn.Linear) and id(module) not in inside_attention:
+            hooks.append(module.register_forward_hook(record("dense", n)))
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, 3, size, size))
+    for h in hooks:
+        h.remove()
+    return rows
+
+
+def test_keras_preset_has_the_layers_of_the_seed_summary():
+    expected = keras_layers()
+    assert len(expected) == 28 + 7 + 21 + 9 + 18 + 19  # convs, depthwise, BN, MHA, LN, Dense
+    actual = vitkit_layers(vitkit.create_model("mobilevit_xxs_keras", num_classes=5))
+    assert actual == expected
+    total = re.search(r"Total params: ([\d,]+)", SEED_SUMMARY.read_text())[1]
+    assert summarize(vitkit.create_model("mobilevit_xxs_keras", num_classes=5)).keras_total_params == int(total.replace(",", ""))
+
+
+def test_vit_b16_macs_match_the_formula():
+    # patch conv + 12 x (qkv, q@k, attn@v, proj, 2 MLP linears) + head, at 224: 17.6 GMACs (SPEC)
+    n, d, tokens = 196, 768, 197
+    block = tokens * d * 3 * d + 2 * tokens * tokens * d + tokens * d * d + 2 * tokens * d * 4 * d
+    expected = n * d * 3 * 16 * 16 + 12 * block + d * 1000
+    macs, _ = count_macs(vitkit.create_model("vit_b16").eval(), torch.zeros(1, 3, 224, 224))
+    assert macs == expected
+    assert round(macs / 1e9, 1) == 17.6
+
+
+def test_mobilevit_macs_are_near_the_paper():
+    for name, gmacs in (("mobilevit_xxs", 0.4), ("mobilevit_xs", 1.0), ("mobilevit_s", 2.0)):
+        s = summarize(vitkit.create_model(name))
+        assert abs(s.macs / 1e9 - gmacs) < 0.05, (name, s.macs)
+        assert sum(r.macs for r in s.rows) == s.macs  # the stages add up to the whole
+
+
+def test_summary_command(capsys):
+    assert main(["summary", "mobilevit_xxs", "--image-size", "200", "--num-classes", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "stages.2 (InvertedResidual, MobileViTBlock)" in out
+    assert "[1, 48, 25, 25]" in out  # 200 -> 100 -> 50 -> 25
+    assert f"Trainable params: {sum(p.numel() for p in vitkit.create_model('mobilevit_xxs', num_classes=5).parameters()):,}" in out
+
+
+def test_summary_command_errors_in_one_line(capsys):
+    assert main(["summary", "mobilevit_xxl"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Unknown model" in err
+
+
+def test_models_command_lists_every_preset(capsys):
+    assert main(["models", "vit*"]) == 0
+    out = capsys.readouterr().out
+    assert "86,567,656" in out and "17.56G" in out
+    assert all(name in out for name in vitkit.list_models("vit*"))

@@ -1,0 +1,8 @@
+"""vitkit: from a folder of labelled images to a small, fast image classifier on a phone."""
+
+from vitkit.models import Preprocess, create_model, list_models
+from vitkit.weights import load_weights
+
+__version__ = "0.1.0"
+
+__all__ = ["Preprocess", "create_model", "list_models", "load_weights", "__version__"]

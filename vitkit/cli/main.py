@@ -1,0 +1,42 @@
+"""The ``vitkit`` command: one sub-command per job, each a small function."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from vitkit.cli import models as models_cmd
+
+# each module exposes add_parser(subparsers) and sets a ``run(args)`` default
+COMMANDS = [models_cmd]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from vitkit import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="vitkit",
+        description="From a folder of labelled images to a small, fast image classifier on a phone.",
+    )
+    parser.add_argument("--version", action="version", version=f"vitkit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in COMMANDS:
+        command.add_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except (ValueError, FileNotFoundError, TypeError) as e:
+        # errors a user can cause arrive here as one sentence; anything else is a bug and keeps its traceback
+        print(f"vitkit {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"vitkit {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

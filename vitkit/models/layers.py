@@ -1,0 +1,172 @@
+"""Building blocks shared by the model families: conv-norm-act, MobileNetV2 block, transformer block."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def pad_same(x: torch.Tensor, kernel_size: int, stride: int) -> torch.Tensor:
+    """Pad like TensorFlow's ``padding="same"``: the extra pixel of an even split goes after, not before."""
+    ih, iw = x.shape[-2:]
+    pad_h = max((math.ceil(ih / stride) - 1) * stride + kernel_size - ih, 0)
+    pad_w = max((math.ceil(iw / stride) - 1) * stride + kernel_size - iw, 0)
+    return F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
+
+
+class ConvNormAct(nn.Module):
+    """Conv2d -> BatchNorm -> activation, each part optional.
+
+    ``tf_same=True`` pads like TensorFlow (asymmetric for stride 2), for models defined in Keras.
+    """
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        groups: int = 1,
+        norm: bool = True,
+        act: bool = True,
+        bias: bool = False,
+        bn_eps: float = 1e-5,
+        bn_momentum: float = 0.1,
+        tf_same: bool = False,
+    ):
+        super().__init__()
+        self.kernel_size, self.stride = kernel_size, stride
+        self.tf_same = tf_same and stride > 1  # stride 1 "same" is symmetric: plain padding does it
+        padding = 0 if self.tf_same else kernel_size // 2
+        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding, groups=groups, bias=bias)
+        self.bn = nn.BatchNorm2d(out_chs, eps=bn_eps, momentum=bn_momentum) if norm else nn.Identity()
+        self.act = nn.SiLU() if act else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.tf_same:
+            x = pad_same(x, self.kernel_size, self.stride)
+        return self.act(self.bn(self.conv(x)))
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2 block: 1x1 expand -> 3x3 depthwise -> 1x1 linear projection, residual when shapes allow."""
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        stride: int = 1,
+        expansion: float = 4.0,
+        bn_eps: float = 1e-5,
+        bn_momentum: float = 0.1,
+        tf_same: bool = False,
+    ):
+        super().__init__()
+        hidden = make_divisible(in_chs * expansion, 8)
+        norm = dict(bn_eps=bn_eps, bn_momentum=bn_momentum)
+        self.expand = ConvNormAct(in_chs, hidden, 1, **norm)
+        self.depthwise = ConvNormAct(hidden, hidden, 3, stride, groups=hidden, tf_same=tf_same, **norm)
+        self.project = ConvNormAct(hidden, out_chs, 1, act=False, **norm)
+        self.use_residual = stride == 1 and in_chs == out_chs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.project(self.depthwise(self.expand(x)))
+        return x + out if self.use_residual else out
+
+
+def make_divisible(value: float, divisor: int = 8) -> int:
+    """Round channels the way ml-cvnets and MobileNetV2 do (never more than 10% below ``value``)."""
+    new_value = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    if new_value < 0.9 * value:
+        new_value += divisor
+    return new_value
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with one fused qkv projection.
+
+    ``head_dim`` defaults to ``dim // num_heads``; Keras' ``MultiHeadAttention(key_dim=dim)`` sets it to ``dim``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        head_dim: int | None = None,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+    ):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = head_dim or dim // num_heads
+        inner_dim = self.num_heads * self.head_dim
+        self.qkv = nn.Linear(dim, 3 * inner_dim, bias=qkv_bias)
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(inner_dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, _ = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim)  # [B, N, 3*H*Dh] -> [B, N, 3, H, Dh]
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x [B, H, N, Dh]
+        x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
+        x = x.transpose(1, 2).reshape(B, N, self.num_heads * self.head_dim)  # [B, H, N, Dh] -> [B, N, H*Dh]
+        return self.proj_drop(self.proj(x))
+
+
+class Mlp(nn.Module):
+    """Linear -> act -> dropout -> Linear (-> act, as the Keras examples do) -> dropout."""
+
+    def __init__(
+        self,
+        dim: int,
+        hidden_dim: int,
+        act_layer: type[nn.Module] = nn.GELU,
+        hidden_drop: float = 0.0,
+        out_drop: float = 0.0,
+        out_act: bool = False,
+    ):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = act_layer()
+        self.drop1 = nn.Dropout(hidden_drop)
+        self.fc2 = nn.Linear(hidden_dim, dim)
+        self.out_act = act_layer() if out_act else nn.Identity()
+        self.drop2 = nn.Dropout(out_drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.drop1(self.act(self.fc1(x)))
+        return self.drop2(self.out_act(self.fc2(x)))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm transformer layer: x + attn(norm1(x)), then x + mlp(norm2(x))."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_hidden_dim: int,
+        act_layer: type[nn.Module] = nn.GELU,
+        head_dim: int | None = None,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        mlp_hidden_drop: float = 0.0,
+        mlp_out_drop: float = 0.0,
+        mlp_out_act: bool = False,
+        norm_eps: float = 1e-6,
+    ):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.attn = Attention(dim, num_heads, head_dim, qkv_bias, attn_drop, proj_drop)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = Mlp(dim, mlp_hidden_dim, act_layer, mlp_hidden_drop, mlp_out_drop, mlp_out_act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))

@@ -1,0 +1,159 @@
+"""MobileViT v1 (Mehta and Rastegari, 2021) as Apple's ml-cvnets builds it.
+
+Weights from ml-cvnets, timm (``mobilevit_*``) and transformers (``MobileViTForImageClassification``)
+load through ``vitkit.load_weights`` and give the same logits.
+
+Feature-map sizes in the comments are for the default 256x256 input.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vitkit.models.layers import ConvNormAct, InvertedResidual, TransformerBlock
+from vitkit.models.registry import Preprocess, register_model
+
+
+@dataclass(frozen=True)
+class MobileViTConfig:
+    channels: tuple[int, int, int, int, int]  # output channels of layer1 .. layer5
+    dims: tuple[int, int, int]  # transformer width d in layer3 .. layer5
+    num_features: int  # the final 1x1 conv, before pooling
+    expansion: float  # MV2 expansion ratio
+    depths: tuple[int, int, int] = (2, 4, 3)  # transformer layers in layer3 .. layer5
+    stem_chs: int = 16
+    num_heads: int = 4
+    mlp_ratio: float = 2.0
+    patch_size: int = 2
+    drop_rate: float = 0.1  # dropout inside the transformer
+    attn_drop_rate: float = 0.0
+    head_drop_rate: float = 0.1  # dropout before the classifier
+    image_size: int = 256  # default input; any size works
+
+
+class MobileViTBlock(nn.Module):
+    """Local 3x3 conv -> 1x1 to d -> unfold into patches -> transformer -> fold -> 1x1 back to C -> fuse."""
+
+    def __init__(self, chs: int, dim: int, depth: int, cfg: MobileViTConfig):
+        super().__init__()
+        self.patch_size = cfg.patch_size
+        self.local_kxk = ConvNormAct(chs, chs, 3)
+        self.local_1x1 = nn.Conv2d(chs, dim, 1, bias=False)  # no norm, no activation (as ml-cvnets)
+        self.transformer = nn.Sequential(
+            *[
+                TransformerBlock(
+                    dim,
+                    cfg.num_heads,
+                    int(dim * cfg.mlp_ratio),
+                    act_layer=nn.SiLU,
+                    attn_drop=cfg.attn_drop_rate,
+                    proj_drop=cfg.drop_rate,
+                    mlp_out_drop=cfg.drop_rate,
+                    norm_eps=1e-5,
+                )
+                for _ in range(depth)
+            ]
+        )
+        self.norm = nn.LayerNorm(dim, eps=1e-5)
+        self.proj = ConvNormAct(dim, chs, 1)
+        self.fusion = ConvNormAct(2 * chs, chs, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        # local representation
+        x = self.local_1x1(self.local_kxk(x))
+
+        # global representation: pixels at the same position inside their patch attend to each other
+        B, C, H, W = x.shape
+        p = self.patch_size
+        new_h, new_w = math.ceil(H / p) * p, math.ceil(W / p) * p
+        resized = (new_h, new_w) != (H, W)
+        if resized:  # as the references do: resize up to a multiple of the patch, and back after folding
+            x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False)
+        nh, nw = new_h // p, new_w // p
+        x = x.reshape(B, C, nh, p, nw, p)  # [B, C, H, W] -> [B, C, nh, ph, nw, pw]
+        x = x.permute(0, 3, 5, 2, 4, 1)  # -> [B, ph, pw, nh, nw, C]
+        x = x.reshape(B * p * p, nh * nw, C)  # -> [BP, N, C]
+
+        x = self.norm(self.transformer(x))
+
+        x = x.reshape(B, p, p, nh, nw, C)  # [BP, N, C] -> [B, ph, pw, nh, nw, C]
+        x = x.permute(0, 5, 3, 1, 4, 2)  # -> [B, C, nh, ph, nw, pw]
+        x = x.reshape(B, C, new_h, new_w)  # -> [B, C, H, W]
+        if resized:
+            x = F.interpolate(x, size=(H, W), mode="bilinear", align_corners=False)
+
+        # fusion
+        x = self.proj(x)
+        return self.fusion(torch.cat((shortcut, x), dim=1))
+
+
+class MobileViT(nn.Module):
+    def __init__(self, cfg: MobileViTConfig, num_classes: int = 1000, in_chans: int = 3):
+        super().__init__()
+        self.config = cfg
+        self.num_classes = num_classes
+        c1, c2, c3, c4, c5 = cfg.channels
+        mv2 = dict(expansion=cfg.expansion)
+        self.stem = ConvNormAct(in_chans, cfg.stem_chs, 3, stride=2)  # 128x128
+        self.stages = nn.Sequential(
+            nn.Sequential(InvertedResidual(cfg.stem_chs, c1, 1, **mv2)),  # layer1: 128x128
+            nn.Sequential(  # layer2: 64x64
+                InvertedResidual(c1, c2, 2, **mv2),
+                InvertedResidual(c2, c2, 1, **mv2),
+                InvertedResidual(c2, c2, 1, **mv2),
+            ),
+            *[  # layer3: 32x32, layer4: 16x16, layer5: 8x8
+                nn.Sequential(InvertedResidual(c_in, c_out, 2, **mv2), MobileViTBlock(c_out, dim, depth, cfg))
+                for c_in, c_out, dim, depth in zip((c2, c3, c4), (c3, c4, c5), cfg.dims, cfg.depths)
+            ],
+        )
+        self.final_conv = ConvNormAct(c5, cfg.num_features, 1)
+        self.num_features = cfg.num_features
+        self.head_drop = nn.Dropout(cfg.head_drop_rate)
+        self.head = nn.Linear(cfg.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] in [0, 1] -> [B, num_features, H/32, W/32]."""
+        return self.final_conv(self.stages(self.stem(x)))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = x.mean((2, 3))  # global average pool: [B, C, h, w] -> [B, C]
+        x = self.head_drop(x)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+CONFIGS = {
+    # 1,272,024 params at 1000 classes, ~0.36 GMACs at 256
+    "xxs": MobileViTConfig(
+        channels=(16, 24, 48, 64, 80), dims=(64, 80, 96), num_features=320, expansion=2.0, drop_rate=0.05
+    ),
+    # 2,317,848 params
+    "xs": MobileViTConfig(channels=(32, 48, 64, 80, 96), dims=(96, 120, 144), num_features=384, expansion=4.0),
+    # 5,578,632 params
+    "s": MobileViTConfig(channels=(32, 64, 96, 128, 160), dims=(144, 192, 240), num_features=640, expansion=4.0),
+}
+
+# trained on [0, 1] pixels, no mean/std (matches the reference weights); timm evaluates at crop_pct 0.9
+_PREPROCESS = Preprocess(input_size=256, crop_pct=0.9, interpolation="bicubic")
+
+for _size, _cfg in CONFIGS.items():
+    register_model(
+        f"mobilevit_{_size}",
+        MobileViT,
+        _cfg,
+        _PREPROCESS,
+        f"MobileViT-{_size.upper()} (paper / ml-cvnets architecture)",
+    )

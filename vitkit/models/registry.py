@@ -1,0 +1,89 @@
+"""Model registry: named presets, ``create_model`` and ``list_models``."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import fnmatch
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How a model wants its pixels: the data, export and predict code read this.
+
+    Images are converted to RGB float in [0, 1], resized so the short side is ``input_size / crop_pct``,
+    center-cropped to ``input_size``, then normalized with ``mean`` / ``std``.
+    """
+
+    input_size: int
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    crop_pct: float = 1.0
+    interpolation: str = "bilinear"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    model_cls: Callable[..., nn.Module]
+    config: Any  # a frozen dataclass with an ``image_size`` field
+    preprocess: Preprocess
+    description: str
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(name: str, model_cls, config, preprocess: Preprocess, description: str) -> None:
+    assert name not in _REGISTRY, f"model {name} registered twice"
+    _REGISTRY[name] = ModelSpec(name, model_cls, config, preprocess, description)
+
+
+def _ensure_registered() -> None:
+    # the model modules register their presets on import
+    from vitkit.models import mobilevit, mobilevit_keras, vit  # noqa: F401
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Names of all presets, optionally filtered by a shell-style pattern such as ``"mobilevit*"``."""
+    _ensure_registered()
+    names = sorted(_REGISTRY)
+    return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    _ensure_registered()
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, _REGISTRY, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"Unknown model '{name}'.{hint} Run `vitkit models` to list the available ones.")
+    return _REGISTRY[name]
+
+
+def create_model(name: str, num_classes: int = 1000, **overrides) -> nn.Module:
+    """Build a preset by name, e.g. ``create_model("mobilevit_xxs", num_classes=5, drop_rate=0.1)``.
+
+    ``overrides`` replace fields of the preset's config dataclass (``image_size``, dropout rates, ...).
+    The model carries ``model.name``, ``model.config`` and ``model.preprocess``.
+    """
+    spec = get_model_spec(name)
+    if num_classes < 0:
+        raise ValueError(f"num_classes must be >= 0 (0 builds a model without classifier), got {num_classes}.")
+    fields = {f.name for f in dataclasses.fields(spec.config)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(
+            f"{name} has no option {', '.join(unknown)}; valid options are: {', '.join(sorted(fields))}."
+        )
+    config = dataclasses.replace(spec.config, **overrides)
+    model = spec.model_cls(config, num_classes=num_classes)
+    model.name = name
+    model.preprocess = dataclasses.replace(spec.preprocess, input_size=config.image_size)
+    return model

@@ -1,0 +1,155 @@
+"""Vision Transformer (Dosovitskiy et al., 2020): ViT-B/16 and smaller, and the Keras CIFAR-10 ViT.
+
+Weights from timm (``vit_*_patch16_*``) and transformers (``ViTForImageClassification``) load through
+``vitkit.load_weights``. Any image size works: the position embedding is resized (bicubic, as timm and
+transformers do) to the new patch grid; pixels past the last whole patch are not seen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vitkit.models.layers import TransformerBlock
+from vitkit.models.registry import Preprocess, register_model
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    dim: int
+    depth: int
+    num_heads: int
+    patch_size: int = 16
+    image_size: int = 224  # the size the position embedding is laid out for
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True  # the released weights (timm, transformers, Google) use it
+    mlp_out_act: bool = False  # the Keras CIFAR example puts GELU after both MLP denses
+    drop_rate: float = 0.0
+    attn_drop_rate: float = 0.0
+    norm_eps: float = 1e-6
+
+
+def resize_pos_embed(pos_embed: torch.Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int]) -> torch.Tensor:
+    """Bicubically resize the patch part of a [1, 1 + gh*gw, D] position embedding; the class token's stays."""
+    if old_grid == new_grid:
+        return pos_embed
+    cls_pos, patch_pos = pos_embed[:, :1], pos_embed[:, 1:]
+    dim = pos_embed.shape[-1]
+    patch_pos = patch_pos.reshape(1, *old_grid, dim).permute(0, 3, 1, 2)  # [1, N, D] -> [1, D, gh, gw]
+    patch_pos = F.interpolate(patch_pos, size=new_grid, mode="bicubic", align_corners=False)
+    patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, -1, dim)  # [1, D, gh', gw'] -> [1, N', D]
+    return torch.cat((cls_pos, patch_pos), dim=1)
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patches projected by one strided conv (the same as flatten + Dense)."""
+
+    def __init__(self, patch_size: int, dim: int, in_chans: int = 3):
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, dim, patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)  # [B, 3, H, W] -> [B, D, H/p, W/p]
+
+
+class VisionTransformer(nn.Module):
+    def __init__(self, cfg: ViTConfig, num_classes: int = 1000, in_chans: int = 3):
+        super().__init__()
+        self.config = cfg
+        self.num_classes = num_classes
+        self.num_features = cfg.dim
+        self.grid = (cfg.image_size // cfg.patch_size,) * 2
+        self.patch_embed = PatchEmbed(cfg.patch_size, cfg.dim, in_chans)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid[0] * self.grid[1], cfg.dim))
+        self.pos_drop = nn.Dropout(cfg.drop_rate)
+        self.blocks = nn.Sequential(
+            *[
+                TransformerBlock(
+                    cfg.dim,
+                    cfg.num_heads,
+                    int(cfg.dim * cfg.mlp_ratio),
+                    act_layer=nn.GELU,
+                    qkv_bias=cfg.qkv_bias,
+                    attn_drop=cfg.attn_drop_rate,
+                    proj_drop=cfg.drop_rate,
+                    mlp_hidden_drop=cfg.drop_rate,
+                    mlp_out_drop=cfg.drop_rate,
+                    mlp_out_act=cfg.mlp_out_act,
+                    norm_eps=cfg.norm_eps,
+                )
+                for _ in range(cfg.depth)
+            ]
+        )
+        self.norm = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
+        self.head = nn.Linear(cfg.dim, num_classes) if num_classes > 0 else nn.Identity()
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)  # the seed: RandomNormal(stddev=0.02); class token zeros
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias) if m.bias is not None else None
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] normalized -> [B, 1 + N, D] normalized tokens, class token first."""
+        x = self.patch_embed(x)
+        grid = (x.shape[2], x.shape[3])
+        x = x.flatten(2).transpose(1, 2)  # [B, D, gh, gw] -> [B, N, D]
+        x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)  # -> [B, 1 + N, D]
+        x = self.pos_drop(x + resize_pos_embed(self.pos_embed, self.grid, grid))
+        return self.norm(self.blocks(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = x[:, 0]  # the class token
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+# Google's and timm's ImageNet weights take [-1, 1] pixels
+_IMAGENET_VIT = Preprocess(input_size=224, mean=(0.5,) * 3, std=(0.5,) * 3, crop_pct=0.9, interpolation="bicubic")
+
+_PRESETS = {
+    # name: (config, preprocess, description)
+    "vit_b16": (  # 86,567,656 params at 1000 classes, 17.6 GMACs at 224
+        ViTConfig(dim=768, depth=12, num_heads=12),
+        _IMAGENET_VIT,
+        "ViT-B/16 with qkv bias (timm / transformers / Google weights)",
+    ),
+    "vit_b16_no_qkv_bias": (  # 86,540,008 params: 27,648 fewer
+        ViTConfig(dim=768, depth=12, num_heads=12, qkv_bias=False),
+        _IMAGENET_VIT,
+        "ViT-B/16 as the TensorFlow seed builds it (no qkv bias)",
+    ),
+    "vit_s16": (  # 22,050,664 params
+        ViTConfig(dim=384, depth=12, num_heads=6),
+        _IMAGENET_VIT,
+        "ViT-S/16 (timm vit_small_patch16_224)",
+    ),
+    "vit_ti16": (  # 5,717,416 params
+        ViTConfig(dim=192, depth=12, num_heads=3),
+        _IMAGENET_VIT,
+        "ViT-Ti/16 (timm vit_tiny_patch16_224)",
+    ),
+    "vit_cifar": (  # the Keras CIFAR-10 example: 144 patches of 6x6, MLP [128, 64]
+        ViTConfig(
+            dim=64, depth=8, num_heads=4, patch_size=6, image_size=72, mlp_ratio=2.0, mlp_out_act=True, drop_rate=0.1
+        ),
+        # the example's Normalization layer adapted to CIFAR-10; it resizes 32 -> 72 with no crop
+        Preprocess(input_size=72, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616), crop_pct=1.0),
+        "small ViT of the Keras CIFAR-10 example (seed 003): image 72, patch 6, dim 64, 8 layers, 4 heads",
+    ),
+}
+
+for _name, (_cfg, _pre, _desc) in _PRESETS.items():
+    register_model(_name, VisionTransformer, _cfg, _pre, _desc)
