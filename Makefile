@@ -21,9 +21,12 @@ $(VENV)/.installed: pyproject.toml
 test: setup
 	$(PY) -m pytest -q
 
+# train MobileViT-XXS on scikit-learn's digits, evaluate it, predict a few images (a few minutes on 2 CPU cores)
 demo: setup
-	$(VENV)/bin/vitkit models
-	$(VENV)/bin/vitkit summary mobilevit_xxs
+	$(VENV)/bin/vitkit train --recipe digits_quickstart --output runs/demo
+	$(VENV)/bin/vitkit eval runs/demo --data digits
+	$(VENV)/bin/vitkit samples digits --output runs/demo/samples --count 4
+	$(VENV)/bin/vitkit predict runs/demo runs/demo/samples --top-k 3
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from vitkit.cli import evaluate as evaluate_cmd
 from vitkit.cli import models as models_cmd
+from vitkit.cli import train as train_cmd
 
 # each module exposes add_parser(subparsers) and sets a ``run(args)`` default
-COMMANDS = [models_cmd]
+COMMANDS = [train_cmd, evaluate_cmd, models_cmd]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "accepts_extra", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     try:
         return args.run(args) or 0
     except (ValueError, FileNotFoundError, TypeError) as e:

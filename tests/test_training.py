@@ -1,0 +1,149 @@
+"""Training end to end on the embedded digits and on generated folders: accuracy, outputs, resume, NaN, DDP."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import vitkit
+from tests.imagegen import make_image_folder
+from vitkit.cli.main import main
+from vitkit.training import TrainingDiverged, build_config
+from vitkit.training.config import RECIPE_DIR
+
+# 32px digits: fast enough for several runs per test session
+QUICK = ["--data", "digits", "--image-size", "32", "--batch-size", "64", "--augment", "none", "--crop-pct", "1.0"]
+
+
+def test_digits_reaches_95_percent_and_writes_a_complete_run(tmp_path):
+    result = vitkit.train(recipe="digits_quickstart", epochs=3, output=str(tmp_path / "run"))
+    assert result.best_top1 >= 0.95  # the quickstart gets ~98% in 5 epochs; 3 are enough for 95%
+    run = tmp_path / "run"
+    for name in ("config.yaml", "metrics.csv", "metrics.json", "best.safetensors", "best.json", "last.safetensors",
+                 "last.json", "last.state.pt", "loss.png", "top1.png", "top5.png"):  # fmt: skip
+        assert (run / name).is_file(), name
+    meta = json.loads((run / "best.json").read_text())
+    assert meta["model"] == "mobilevit_xxs" and meta["class_names"] == [str(i) for i in range(10)]
+    assert meta["preprocess"]["input_size"] == 64 and meta["epoch"] == result.best_epoch
+    assert len(json.loads((run / "metrics.json").read_text())) == 3
+    assert not list(run.glob("*.tmp")), "an atomic write left its temporary file"
+    # the checkpoint loads with weights_only (no pickled code) and rebuilds the model
+    torch.load(run / "last.state.pt", weights_only=True)
+    model, _ = vitkit.training.checkpoint.load_model(run)
+    assert model.num_classes == 10
+
+
+def test_eval_and_predict_commands(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", *QUICK, "--epochs", "1", "--output", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(run), "--data", "digits", "--json"]) == 0
+    last_line = capsys.readouterr().out.strip().splitlines()[-1]
+    metrics = json.loads(last_line)
+    assert 0 <= metrics["top5"] <= 1 and metrics["top1"] <= metrics["top5"] and metrics["count"] == 359
+    assert (run / "confusion_digits.png").is_file()
+
+    images = tmp_path / "images"
+    make_image_folder(images, classes=("a", "b"), per_class=2)
+    assert main(["predict", str(run / "best.safetensors"), str(images), "--top-k", "3", "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert len(lines) == 4 + 3  # every image, the unreadable ones reported rather than fatal
+    assert sum("error" in line for line in lines) == 3
+    good = next(line for line in lines if "top" in line)
+    assert len(good["top"]) == 3 and abs(sum(t["probability"] for t in good["top"])) <= 1.0
+
+
+def test_folder_with_broken_files_trains(tmp_path, capsys):
+    make_image_folder(tmp_path / "pets", per_class=10)
+    result = vitkit.train(model="mobilevit_xxs", data=str(tmp_path / "pets"), image_size=32, epochs=1, batch_size=8,
+                          output=str(tmp_path / "run"))  # fmt: skip
+    assert result.history[0]["epoch"] == 1
+    assert "3 unreadable files skipped" in capsys.readouterr().out
+
+
+def cli(*args, **kwargs):
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "vitkit", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **kwargs)  # fmt: skip
+
+
+def test_killed_run_resumes_to_the_same_weights(tmp_path):
+    args = ["train", *QUICK, "--model", "vit_cifar", "--epochs", "3", "--seed", "7"]
+    straight = cli(*args, "--output", str(tmp_path / "straight"))
+    assert straight.wait(timeout=300) == 0, straight.stdout.read()  # one at a time: two would fight for the cores
+    killed = cli(*args, "--output", str(tmp_path / "killed"))
+    last = tmp_path / "killed" / "last.json"
+    deadline = time.time() + 300
+    while not (last.is_file() and json.loads(last.read_text())["epoch"] >= 1):
+        assert time.time() < deadline and killed.poll() is None, "the run ended before its first checkpoint"
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)  # no chance to clean up: the checkpoint files must already be whole
+    killed.wait()
+    resumed = cli(*args, "--output", str(tmp_path / "killed"), "--resume")
+    assert resumed.wait(timeout=300) == 0, resumed.stdout.read()
+    assert "resuming" in resumed.stdout.read()
+    a = load_file(tmp_path / "straight" / "last.safetensors")
+    b = load_file(tmp_path / "killed" / "last.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    history = json.loads((tmp_path / "killed" / "metrics.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    config = build_config(overrides={"model": "vit_cifar", "data": "digits", "image_size": 32, "epochs": 1, "output": str(out)})
+    vitkit.train(config)
+    good = (out / "last.safetensors").read_bytes()
+    state = torch.load(out / "last.state.pt", weights_only=True)
+    state["model"]["head.weight"].fill_(float("nan"))  # poison the weights the resumed run starts from
+    torch.save(state, out / "last.state.pt")
+    config.epochs = 2
+    with pytest.raises(TrainingDiverged, match=r"the loss became nan at epoch 2, step 1; the last good checkpoint is kept"):
+        vitkit.train(config, resume=True)
+    assert (out / "last.safetensors").read_bytes() == good
+    assert json.loads((out / "last.json").read_text())["epoch"] == 1
+
+
+def test_two_process_torchrun_on_cpu(tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "vitkit", "train", *QUICK, "--epochs", "1", "--output", str(out)],  # fmt: skip
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "x 2 process(es)" in proc.stdout
+    assert proc.stdout.count("epoch 1/1") == 1  # only rank 0 reports
+    meta = json.loads((out / "best.json").read_text())
+    assert meta["metrics"]["val_top1"] > 0.1
+
+
+def test_every_shipped_recipe_is_valid():
+    names = sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+    assert {"flowers_mobilevit_xxs_keras", "flowers_mobilevit_xxs", "cifar10_vit", "fashion_mnist_mobilevit_xxs",
+            "digits_quickstart"} <= set(names)  # fmt: skip
+    for name in names:
+        config = build_config(name)
+        assert config.model in vitkit.list_models()
+
+
+def test_command_line_overrides_the_recipe():
+    config = build_config("cifar10_vit", {"lr": "0.01", "channels_last": True, "ema_decay": "0.99"})
+    assert (config.model, config.lr, config.weight_decay, config.channels_last, config.ema_decay) == ("vit_cifar", 0.01, 1e-4, True, 0.99)
+    with pytest.raises(ValueError, match="Unknown training option learning_rate"):
+        build_config("cifar10_vit", {"learning_rate": 1})
+
+
+def test_train_errors_in_one_line(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path / "missing"), "--epochs", "1"]) == 2
+    assert main(["train", "--recipe", "digits_quikstart"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "does not exist" in err[0] and "Did you mean digits_quickstart" in err[1]

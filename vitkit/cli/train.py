@@ -1,0 +1,115 @@
+"""``vitkit train``, ``vitkit recipes`` and ``vitkit download``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+
+def _options_epilog() -> str:
+    from vitkit.training.config import TrainConfig
+
+    explicit = {"model", "data", "epochs", "batch_size", "image_size", "lr", "output"}
+    lines = ["every other training option is taken as --name value (a recipe's keys, with - for _):"]
+    for f in dataclasses.fields(TrainConfig):
+        if f.name not in explicit:
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            lines.append(f"  --{f.name.replace('_', '-'):<18} default: {default}")
+    return "\n".join(lines)
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a model on a data set (a recipe, flags, or both)",
+        description="Train a classifier. Precedence: defaults, then --recipe, then the command line.",
+        epilog=_options_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--recipe", help="a shipped recipe name (see `vitkit recipes`) or a YAML file")
+    p.add_argument("--model", help="model preset (see `vitkit models`)")
+    p.add_argument("--data", help="digits | fashion-mnist[:PATH] | cifar10[:PATH] | flowers[:PATH] | folder:PATH | PATH")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--output", help="run folder (default runs/MODEL-DATA)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
+    p.set_defaults(run=run_train, accepts_extra=True)
+
+    p = sub.add_parser("recipes", help="list the shipped training recipes")
+    p.set_defaults(run=run_recipes)
+
+    p = sub.add_parser("samples", help="write a few validation images of a data set as PNG files")
+    p.add_argument("data", help="data spec, e.g. digits")
+    p.add_argument("--output", required=True, help="folder to write into")
+    p.add_argument("--count", type=int, default=8)
+    p.set_defaults(run=run_samples)
+
+    p = sub.add_parser("download", help="download a public data set into the cache (checksums verified)")
+    p.add_argument("name", choices=["fashion-mnist", "cifar10", "flowers"])
+    p.add_argument("--dir", help="cache folder (default $VITKIT_CACHE or ~/.cache/vitkit)")
+    p.set_defaults(run=run_download)
+
+
+def parse_overrides(extra: list[str]) -> dict[str, str | bool]:
+    """``--weight-decay 0.05 --channels-last --ema-decay=0.999`` -> {weight_decay: "0.05", channels_last: True, ...}."""
+    overrides: dict[str, str | bool] = {}
+    i = 0
+    while i < len(extra):
+        token = extra[i]
+        if not token.startswith("--"):
+            raise ValueError(f"Unexpected argument '{token}'; training options are written --name value.")
+        name, eq, value = token[2:].partition("=")
+        if not eq:
+            if i + 1 < len(extra) and not extra[i + 1].startswith("--"):
+                value = extra[i + 1]
+                i += 1
+            else:
+                value = True  # a bare flag such as --channels-last
+        overrides[name.replace("-", "_")] = value
+        i += 1
+    return overrides
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from vitkit.training import TrainingDiverged, build_config, train
+
+    explicit = {k: getattr(args, k) for k in ("model", "data", "epochs", "batch_size", "image_size", "lr", "output")}
+    overrides = {**parse_overrides(args.extra), **{k: v for k, v in explicit.items() if v is not None}}
+    config = build_config(args.recipe, overrides)
+    try:
+        train(config, resume=args.resume)
+    except TrainingDiverged as e:
+        raise ValueError(f"training diverged: {e}") from None
+    except KeyboardInterrupt:
+        raise ValueError(f"interrupted; continue with the same command plus --resume (output {config.resolved_output()})") from None
+    return 0
+
+
+def run_recipes(args: argparse.Namespace) -> int:
+    from vitkit.training.config import RECIPE_DIR
+
+    for path in sorted(RECIPE_DIR.glob("*.yaml")):
+        first = next((line[2:] for line in path.read_text().splitlines() if line.startswith("# ")), "")
+        print(f"{path.stem:<30} {first}")
+    return 0
+
+
+def run_download(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from vitkit.data.download import fetch
+
+    print(fetch(args.name, Path(args.dir) if args.dir else None))
+    return 0
+
+
+def run_samples(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from vitkit.data.sources import load_data, save_samples
+
+    for path in save_samples(load_data(args.data), Path(args.output), args.count):
+        print(path)
+    return 0

@@ -1,0 +1,117 @@
+"""Real downloads of the public data sets, checksum-verified, into vitkit's cache folder.
+
+Tests run this code on files they generate (``file://`` URLs); nothing here is called by the tests' network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tarfile
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def cache_dir() -> Path:
+    """``$VITKIT_CACHE``, else ``~/.cache/vitkit``."""
+    return Path(os.environ.get("VITKIT_CACHE", Path.home() / ".cache" / "vitkit"))
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    url: str
+    md5: str | None = None
+    sha256: str | None = None
+
+    @property
+    def filename(self) -> str:
+        return self.url.rstrip("/").rsplit("/", 1)[-1]
+
+
+_FASHION = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+REMOTE = {
+    "fashion-mnist": [
+        RemoteFile(_FASHION + "train-images-idx3-ubyte.gz", md5="8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
+        RemoteFile(_FASHION + "train-labels-idx1-ubyte.gz", md5="25c81989df183df01b3e8a0aad5dffbe"),
+        RemoteFile(_FASHION + "t10k-images-idx3-ubyte.gz", md5="bef4ecab320f06d8554ea6380940ec79"),
+        RemoteFile(_FASHION + "t10k-labels-idx1-ubyte.gz", md5="bb300cfdad3c16e7a12a480ee83cd310"),
+    ],
+    "cifar10": [
+        RemoteFile("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", md5="c58f30108f718f92721af3b95e74349a"),
+    ],
+    "flowers": [  # tf_flowers: 3,670 photos in flower_photos/<class>/
+        RemoteFile(
+            "https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz",
+            sha256="4c54ace7911aaffe13a365c34f650e71dd5bf1be0a58b464e5a7183e3e595d9c",
+        ),
+    ],
+}
+# the folder each archive unpacks to, inside cache_dir()/NAME
+EXTRACTED = {"cifar10": "cifar-10-batches-py", "flowers": "flower_photos"}
+
+
+def file_digest(path: Path, algorithm: str) -> str:
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download_file(remote: RemoteFile, dest_dir: Path) -> Path:
+    """Download to ``dest_dir`` atomically; a file that fails its checksum is deleted and reported."""
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    dest = dest_dir / remote.filename
+    if dest.is_file() and _verified(dest, remote):
+        return dest
+    fd, tmp_name = tempfile.mkstemp(dir=dest_dir, prefix=f".{remote.filename}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(remote.url, timeout=60) as response:
+            from tqdm import tqdm
+
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=remote.filename, disable=None, leave=False) as bar:
+                for block in iter(lambda: response.read(1 << 20), b""):
+                    out.write(block)
+                    bar.update(len(block))
+        if not _verified(tmp, remote):
+            raise ValueError(f"{remote.url} arrived with the wrong checksum (corrupt or changed upstream); try again later.")
+        os.replace(tmp, dest)
+    except OSError as e:
+        raise ValueError(f"Could not download {remote.url} ({e}); check the network or place the file in {dest_dir}.") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
+
+
+def _verified(path: Path, remote: RemoteFile) -> bool:
+    if remote.sha256:
+        return file_digest(path, "sha256") == remote.sha256
+    if remote.md5:
+        return file_digest(path, "md5") == remote.md5
+    return True
+
+
+def fetch(name: str, root: Path | None = None, remote: list[RemoteFile] | None = None) -> Path:
+    """Download (and unpack) data set ``name`` unless present; returns the folder to read it from."""
+    if name not in REMOTE:
+        raise ValueError(f"Nothing to download for '{name}'; downloadable data sets: {', '.join(REMOTE)}.")
+    folder = (root or cache_dir()) / name
+    if name in EXTRACTED and (folder / EXTRACTED[name]).is_dir():
+        return folder / EXTRACTED[name]
+    files = [download_file(r, folder) for r in (remote or REMOTE[name])]
+    if name not in EXTRACTED:
+        return folder
+    staging = Path(tempfile.mkdtemp(dir=folder, prefix=".extract-"))
+    try:
+        with tarfile.open(files[0]) as tar:
+            tar.extractall(staging, filter="data")  # "data": no absolute paths, links out, or devices
+        os.replace(staging / EXTRACTED[name], folder / EXTRACTED[name])
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    files[0].unlink()  # the archive is no longer needed
+    return folder / EXTRACTED[name]

@@ -1,0 +1,272 @@
+"""``--data`` specs -> train and validation image sets with class names.
+
+``digits`` | ``fashion-mnist[:PATH]`` | ``cifar10[:PATH]`` | ``flowers[:PATH]`` | ``folder:PATH`` | ``PATH``
+"""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vitkit.data import download
+from vitkit.data.images import IMAGE_EXTENSIONS, DecodeReport, decode_files
+
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
+
+
+@dataclass
+class ImageSet:
+    """Images as one [N, 3, S, S] uint8 tensor held in memory (decoded once), with their labels."""
+
+    images: torch.Tensor
+    labels: torch.Tensor  # [N] int64
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class DataSplits:
+    name: str
+    train: ImageSet
+    val: ImageSet
+    class_names: list[str]
+    reports: list[DecodeReport] = field(default_factory=list)  # unreadable files skipped, per folder read
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def describe(self) -> str:
+        text = f"{self.name}: {len(self.train)} train / {len(self.val)} val images, {self.num_classes} classes"
+        skipped = sum(len(r.skipped) for r in self.reports)
+        return text + (f"; {skipped} unreadable files skipped" if skipped else "")
+
+
+def load_data(spec: str, base_size: int = 256, val_fraction: float = 0.1, split_seed: int = 0, workers: int = 0) -> DataSplits:
+    """Resolve a ``--data`` spec. Folder images are decoded once, squashed to ``base_size`` x ``base_size``."""
+    kind, _, arg = spec.partition(":")
+    if kind == "digits":
+        return _digits(split_seed)
+    if kind == "fashion-mnist":
+        return _fashion_mnist(Path(arg) if arg else None)
+    if kind == "cifar10":
+        return _cifar10(Path(arg) if arg else None)
+    if kind == "flowers":
+        root = Path(arg) if arg else download.fetch("flowers")
+        return load_folder(root, base_size, val_fraction, split_seed, workers, name="flowers")
+    if kind == "folder":
+        return load_folder(Path(arg), base_size, val_fraction, split_seed, workers)
+    if Path(spec).exists() or "/" in spec or "\\" in spec:
+        return load_folder(Path(spec), base_size, val_fraction, split_seed, workers)
+    raise ValueError(
+        f"Unknown data '{spec}'; use digits, fashion-mnist[:PATH], cifar10[:PATH], flowers[:PATH], folder:PATH or a folder path."
+    )
+
+
+def _from_arrays(images: np.ndarray, labels: np.ndarray) -> ImageSet:
+    """[N, H, W] or [N, H, W, 3] uint8 -> ImageSet with [N, 3, H, W]."""
+    tensor = torch.from_numpy(np.ascontiguousarray(images))
+    tensor = tensor.unsqueeze(1).expand(-1, 3, -1, -1) if tensor.dim() == 3 else tensor.permute(0, 3, 1, 2)
+    return ImageSet(tensor.contiguous(), torch.as_tensor(labels, dtype=torch.int64))
+
+
+def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded per-class split: every class with 2+ images keeps at least one in each part."""
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n_val = int(round(len(idx) * val_fraction))
+        n_val = min(max(n_val, 1 if len(idx) > 1 else 0), len(idx) - 1)
+        val.append(idx[:n_val])
+        train.append(idx[n_val:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+
+
+def _digits(split_seed: int) -> DataSplits:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()  # 1,797 8x8 images with values 0..16, shipped inside scikit-learn
+    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
+    train_idx, val_idx = stratified_split(digits.target, 0.2, split_seed)
+    return DataSplits(
+        "digits",
+        _from_arrays(images[train_idx], digits.target[train_idx]),
+        _from_arrays(images[val_idx], digits.target[val_idx]),
+        [str(i) for i in range(10)],
+    )
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (MNIST format), gzipped or not."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise ValueError(f"{path} is not an IDX file of unsigned bytes.")
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if array.size != int(np.prod(shape)):
+        raise ValueError(f"{path} is truncated: expected {int(np.prod(shape))} values, found {array.size}.")
+    return array.reshape(shape).copy()  # frombuffer is read-only
+
+
+def _find(folder: Path, stem: str) -> Path:
+    for name in (f"{stem}.gz", stem):
+        if (folder / name).is_file():
+            return folder / name
+    raise FileNotFoundError(f"{folder} has no {stem}(.gz); it should hold the four Fashion-MNIST IDX files.")
+
+
+def _fashion_mnist(folder: Path | None) -> DataSplits:
+    if folder is None:
+        if (FASHION_SYSTEM_DIR / "train-images-idx3-ubyte.gz").is_file():
+            folder = FASHION_SYSTEM_DIR
+        else:
+            folder = download.fetch("fashion-mnist")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"Fashion-MNIST folder {folder} does not exist; give the folder of the IDX .gz files.")
+    parts = {}
+    for split, prefix in (("train", "train"), ("val", "t10k")):
+        images = read_idx(_find(folder, f"{prefix}-images-idx3-ubyte"))
+        labels = read_idx(_find(folder, f"{prefix}-labels-idx1-ubyte"))
+        if len(images) != len(labels):
+            raise ValueError(f"{folder}: {len(images)} {prefix} images but {len(labels)} labels.")
+        parts[split] = _from_arrays(images, labels)
+    return DataSplits("fashion-mnist", parts["train"], parts["val"], FASHION_CLASSES)
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """CIFAR's batches are pickles: allow numpy arrays and nothing that could run code."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a CIFAR batch")
+        return super().find_class(module, name)
+
+
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with open(path, "rb") as f:
+            batch = _NumpyOnlyUnpickler(f, encoding="bytes").load()
+        data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        labels = np.asarray(batch[b"labels"], dtype=np.int64)
+    except (pickle.UnpicklingError, KeyError, ValueError, EOFError, TypeError) as e:
+        raise ValueError(f"{path} is not a CIFAR-10 python batch ({e}).") from None
+    return data.transpose(0, 2, 3, 1), labels  # -> [N, 32, 32, 3]
+
+
+def _cifar10(folder: Path | None) -> DataSplits:
+    folder = folder or download.fetch("cifar10")
+    if (folder / "cifar-10-batches-py").is_dir():
+        folder = folder / "cifar-10-batches-py"
+    train_files = sorted(folder.glob("data_batch_*"))
+    if not train_files or not (folder / "test_batch").is_file():
+        raise FileNotFoundError(f"{folder} has no data_batch_* and test_batch files; give the cifar-10-batches-py folder.")
+    train = [_read_cifar_batch(p) for p in train_files]
+    test_images, test_labels = _read_cifar_batch(folder / "test_batch")
+    return DataSplits(
+        "cifar10",
+        _from_arrays(np.concatenate([t[0] for t in train]), np.concatenate([t[1] for t in train])),
+        _from_arrays(test_images, test_labels),
+        CIFAR10_CLASSES,
+    )
+
+
+def scan_class_folders(root: Path) -> tuple[list[str], list[str], list[int]]:
+    """``root/<class>/**/<image>`` -> (class names, file paths, labels); folders without images are not classes."""
+    classes, paths, labels = [], [], []
+    for folder in sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")):
+        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        if files:
+            paths += [str(p) for p in files]
+            labels += [len(classes)] * len(files)
+            classes.append(folder.name)
+    return classes, paths, labels
+
+
+def load_folder(
+    root: Path, base_size: int, val_fraction: float = 0.1, split_seed: int = 0, workers: int = 0, name: str | None = None
+) -> DataSplits:
+    """A class-per-folder tree, with ``train/`` and ``val/`` (or ``test/``) sub-folders or a seeded split."""
+    root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"Data folder {root} does not exist; check the path.")
+    if not root.is_dir():
+        raise ValueError(f"{root} is a file; give a folder laid out as {root}/<class>/<images>.")
+    name = name or root.name
+    val_dir = next((root / d for d in ("val", "validation", "test") if (root / d).is_dir()), None)
+    if (root / "train").is_dir() and val_dir is not None:
+        classes, train_paths, train_labels = _checked_scan(root / "train")
+        val_classes, val_paths, val_labels = scan_class_folders(val_dir)
+        unknown = sorted(set(val_classes) - set(classes))
+        if unknown:
+            raise ValueError(f"{val_dir} has classes that {root}/train lacks ({', '.join(unknown)}); give both the same classes.")
+        val_labels = [classes.index(val_classes[i]) for i in val_labels]
+    else:
+        classes, paths, labels = _checked_scan(root)
+        train_idx, val_idx = stratified_split(np.array(labels), val_fraction, split_seed)
+        train_paths, train_labels = [paths[i] for i in train_idx], [labels[i] for i in train_idx]
+        val_paths, val_labels = [paths[i] for i in val_idx], [labels[i] for i in val_idx]
+    _check_fits_in_memory(len(train_paths) + len(val_paths), base_size, root)
+    reports = []
+    sets = []
+    for paths, labels in ((train_paths, train_labels), (val_paths, val_labels)):
+        images, kept, report = decode_files(paths, base_size, workers)
+        reports.append(report)
+        sets.append(_from_arrays(images, np.array(labels, dtype=np.int64)[kept]))
+    if len(sets[0]) == 0:
+        raise ValueError(f"No readable image in {root}: all {reports[0].total} files failed to decode.")
+    return DataSplits(name, sets[0], sets[1], classes, reports)
+
+
+def _checked_scan(root: Path) -> tuple[list[str], list[str], list[int]]:
+    classes, paths, labels = scan_class_folders(root)
+    if not paths:
+        raise ValueError(f"{root} holds no images in class folders; lay it out as {root}/<class>/<image files>.")
+    if len(classes) < 2:
+        raise ValueError(f"{root} has images of one class only ({classes[0]}); a classifier needs two or more class folders.")
+    return classes, paths, labels
+
+
+def _check_fits_in_memory(n_images: int, base_size: int, root: Path) -> None:
+    import os
+
+    needed = n_images * 3 * base_size * base_size
+    available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else needed * 2
+    if needed > available // 2:
+        raise ValueError(
+            f"{root}: {n_images} images at {base_size}px need {needed / 2**30:.1f} GiB decoded, more than half this "
+            f"machine's memory; train at a smaller --image-size or on a subset."
+        )
+
+
+def save_samples(data: DataSplits, folder: Path, count: int = 8) -> list[Path]:
+    """Write the first ``count`` validation images as PNGs named ``<index>_<class>.png`` (to look at, or to predict)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for i in range(min(count, len(data.val))):
+        label = data.class_names[int(data.val.labels[i])].replace("/", "-")
+        path = folder / f"{i:03d}_{label}.png"
+        Image.fromarray(data.val.images[i].permute(1, 2, 0).numpy()).save(path)
+        written.append(path)
+    return written

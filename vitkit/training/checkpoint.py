@@ -1,0 +1,84 @@
+"""Checkpoints that describe themselves: safetensors weights + a small JSON, written atomically.
+
+A run folder holds ``best.*`` (highest validation top-1) and ``last.*`` (the latest epoch):
+``NAME.safetensors`` (the weights to use: the EMA ones when EMA is on), ``NAME.json`` (model name and
+arguments, class names, preprocessing, epoch, metrics, config) and, for ``last``, ``last.state.pt``
+(optimizer, scheduler, EMA and RNG state for ``--resume``; tensors and plain values only, so it loads with
+``weights_only=True``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vitkit.utils import atomic_path, atomic_write_text
+
+FORMAT = "vitkit-checkpoint/1"
+
+
+def save_checkpoint(folder: Path, name: str, weights: dict[str, torch.Tensor], meta: dict[str, Any], state: dict | None = None) -> Path:
+    """Write NAME.safetensors, NAME.json and (with ``state``) NAME.state.pt, each atomically; the JSON last,
+    so a JSON on disk always describes complete weights."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
+    with atomic_path(folder / f"{name}.safetensors") as tmp:
+        save_file(weights, str(tmp), metadata={"format": FORMAT, "model": meta["model"]})
+    if state is not None:
+        with atomic_path(folder / f"{name}.state.pt") as tmp:
+            torch.save(state, tmp)
+    atomic_write_text(folder / f"{name}.json", json.dumps({"format": FORMAT, **meta, "weights": f"{name}.safetensors"}, indent=2))
+    return folder / f"{name}.json"
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A run folder (-> best.json), NAME.json or NAME.safetensors -> the checkpoint's JSON."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.json", "last.json"):
+            if (path / name).is_file():
+                return path / name
+        raise FileNotFoundError(f"{path} holds no best.json or last.json; is it a vitkit training output folder?")
+    if path.suffix == ".safetensors":
+        path = path.with_suffix(".json")
+    if not path.is_file():
+        raise FileNotFoundError(f"No checkpoint at {path}; give a run folder or its best.json / best.safetensors.")
+    return path
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    json_path = resolve_checkpoint(path)
+    try:
+        meta = json.loads(json_path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{json_path} is not valid JSON ({e}).") from None
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{json_path} is not a vitkit checkpoint (format {meta.get('format')!r}).")
+    meta["_folder"] = str(json_path.parent)
+    return meta
+
+
+def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model a checkpoint describes and load its weights; returns (model in eval mode, meta)."""
+    from vitkit.models import Preprocess, create_model
+    from vitkit.weights import load_weights
+
+    meta = read_meta(path)
+    model = create_model(meta["model"], num_classes=len(meta["class_names"]), **meta.get("model_args", {}))
+    load_weights(model, Path(meta["_folder"]) / meta["weights"])
+    model.preprocess = Preprocess(**{**model.preprocess.to_dict(), **meta.get("preprocess", {})})
+    model.class_names = meta["class_names"]
+    return model.eval(), meta
+
+
+def load_state(folder: Path) -> dict[str, Any]:
+    path = folder / "last.state.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"Nothing to resume in {folder}: no last.state.pt; start without --resume.")
+    return torch.load(path, map_location="cpu", weights_only=True)

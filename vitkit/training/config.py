@@ -1,0 +1,129 @@
+"""The training configuration: defaults, then a YAML recipe, then command-line overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+RECIPE_DIR = Path(__file__).resolve().parent.parent / "recipes"
+
+
+@dataclass
+class TrainConfig:
+    # what to train on what
+    model: str = "mobilevit_xxs"
+    data: str = "digits"
+    model_args: dict[str, Any] = field(default_factory=dict)  # preset overrides, e.g. {drop_rate: 0.1}
+    pretrained: str | None = None  # weights file to start from (vitkit, timm, transformers, ml-cvnets)
+    output: str | None = None  # default: runs/<model>-<data>
+    # data pipeline
+    image_size: int | None = None  # default: the model's
+    augment: str = "resize-crop-flip"  # resize-crop-flip | keras-vit | random-resized-crop | none
+    train_resize: float = 1.0  # resize-crop-flip resizes to image_size * this before cropping (seed: 280/256)
+    crop_pct: float | None = None  # evaluation resize; default: the model's
+    val_fraction: float = 0.1  # for folders without train/ and val/
+    workers: int = 0  # processes decoding images; 0: one per core, up to 8
+    # optimisation
+    epochs: int = 5
+    batch_size: int = 64
+    optimizer: str = "adamw"  # adam | adamw | sgd
+    lr: float = 2e-3
+    min_lr: float = 0.0
+    momentum: float = 0.9  # sgd only
+    weight_decay: float = 0.01
+    schedule: str = "cosine"  # cosine | constant
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
+    clip_grad: float | None = None  # max gradient norm
+    ema_decay: float | None = None  # e.g. 0.9995: evaluate and save an exponential moving average of the weights
+    # speed
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: str = "auto"  # auto (bf16 on GPU, off on CPU) | bf16 | fp16 | none
+    channels_last: bool = False
+    compile: bool = False
+    # bookkeeping
+    seed: int = 0
+
+    def resolved_output(self) -> Path:
+        data_name = self.data.split(":")[0] if not Path(self.data).exists() else Path(self.data).name
+        return Path(self.output or f"runs/{self.model}-{data_name}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(TrainConfig)
+
+
+def coerce(name: str, value: Any) -> Any:
+    """Convert a YAML or command-line value to the type of ``TrainConfig.<name>``."""
+    hint = _field_types()[name]
+    args = typing.get_args(hint)
+    optional = isinstance(hint, types.UnionType) and type(None) in args
+    base = next((a for a in args if a is not type(None)), hint) if optional else hint
+    if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null", "")):
+        if optional:
+            return None
+        raise ValueError(f"--{name.replace('_', '-')} needs a value.")
+    if typing.get_origin(base) is dict:
+        if isinstance(value, str):
+            value = yaml.safe_load(value)
+        if not isinstance(value, dict):
+            raise ValueError(f"--{name.replace('_', '-')} takes a mapping such as '{{drop_rate: 0.1}}'.")
+        return value
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("1", "true", "yes", "on"):
+            return True
+        if str(value).lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"--{name.replace('_', '-')} takes true or false, not '{value}'.")
+    try:
+        return base(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"--{name.replace('_', '-')} takes a {base.__name__}, not '{value}'.") from None
+
+
+def recipe_path(recipe: str) -> Path:
+    """A recipe name shipped with vitkit (see `vitkit recipes`) or a YAML file."""
+    path = Path(recipe)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise FileNotFoundError(f"Recipe file {path} does not exist.")
+        return path
+    shipped = RECIPE_DIR / f"{recipe}.yaml"
+    if not shipped.is_file():
+        names = sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+        close = difflib.get_close_matches(recipe, names, n=1)
+        hint = f" Did you mean {close[0]}?" if close else f" Shipped recipes: {', '.join(names)}."
+        raise ValueError(f"No recipe '{recipe}'.{hint}")
+    return shipped
+
+
+def load_recipe(recipe: str) -> dict[str, Any]:
+    path = recipe_path(recipe)
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must be a YAML mapping of training options.")
+    return data
+
+
+def build_config(recipe: str | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Defaults, then the recipe, then ``overrides`` (the command line): the one place precedence lives."""
+    values = {**(load_recipe(recipe) if recipe else {}), **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    valid = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - valid)
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], valid, n=1)
+        hint = f" (did you mean {close[0].replace('_', '-')}?)" if close else ""
+        raise ValueError(f"Unknown training option {', '.join(unknown)}{hint}; see `vitkit train --help`.")
+    return TrainConfig(**{k: coerce(k, v) for k, v in values.items()})

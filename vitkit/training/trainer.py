@@ -1,0 +1,331 @@
+"""The training loop: ``for epoch in ...: train_one_epoch(...); evaluate(...); save_checkpoint(...)``."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+
+from vitkit.data.sources import DataSplits, ImageSet, load_data
+from vitkit.data.transforms import BatchTransform
+from vitkit.models import create_model, get_model_spec
+from vitkit.training import distributed
+from vitkit.training.checkpoint import load_state, save_checkpoint
+from vitkit.training.config import TrainConfig, build_config
+from vitkit.training.metrics import ClassificationMeter
+from vitkit.utils import atomic_write_text
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainResult:
+    output: Path
+    best_top1: float
+    best_epoch: int
+    history: list[dict] = field(default_factory=list)
+
+
+def train(config: TrainConfig | None = None, *, recipe: str | None = None, resume: bool = False, **overrides) -> TrainResult:
+    """Train a model; the Python twin of ``vitkit train``.
+
+    ``train(recipe="digits_quickstart", epochs=3)`` or ``train(TrainConfig(model=..., data=...))``.
+    """
+    cfg = config if config is not None else build_config(recipe, overrides)
+    info, device = distributed.setup(cfg.device)
+    try:
+        return _run(cfg, resume, info, device)
+    finally:
+        distributed.cleanup(info)
+
+
+def seed_for(seed: int, epoch: int, stream: int) -> int:
+    """Independent, reproducible seeds per (run seed, epoch, stream): a resumed run draws what an
+    uninterrupted one would have drawn."""
+    return (seed * 1_000_003 + epoch * 10_007 + stream) % (2**63)
+
+
+def _run(cfg: TrainConfig, resume: bool, info: distributed.DistInfo, device: torch.device) -> TrainResult:
+    log = print if info.is_main else (lambda *args, **kwargs: None)
+    out = cfg.resolved_output()
+    torch.manual_seed(cfg.seed)
+
+    # model arguments: the training image size also sizes ViT's position embedding
+    model_args = dict(cfg.model_args)
+    if cfg.image_size:
+        model_args.setdefault("image_size", cfg.image_size)
+    spec_preprocess = get_model_spec(cfg.model).preprocess
+    size = model_args.get("image_size", get_model_spec(cfg.model).config.image_size)
+    crop_pct = cfg.crop_pct or spec_preprocess.crop_pct
+    base_size = max(round(size * cfg.train_resize), round(size / crop_pct))
+
+    data = load_data(cfg.data, base_size, cfg.val_fraction, split_seed=0, workers=cfg.workers)
+    log(data.describe())
+    for report in data.reports:
+        if report.skipped:
+            log(f"  {report}")
+    model = create_model(cfg.model, num_classes=data.num_classes, **model_args)
+    if cfg.pretrained:
+        from vitkit.weights import load_weights
+
+        log(f"  {load_weights(model, cfg.pretrained)} from {cfg.pretrained}")
+    preprocess = {**model.preprocess.to_dict(), "input_size": size, "crop_pct": crop_pct}
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+
+    steps_per_epoch = math.ceil((len(data.train) // info.world_size) / cfg.batch_size)
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
+    ema = None
+    if cfg.ema_decay:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+    amp_dtype = resolve_amp(cfg.amp, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+
+    start_epoch, history, best_top1, best_epoch = 0, [], -1.0, 0
+    if resume:
+        state = load_state(out)
+        if state["model_name"] != cfg.model:
+            raise ValueError(f"{out} holds a {state['model_name']} run, not {cfg.model}; give another --output.")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        start_epoch, history = state["epoch"], state["history"]
+        best_top1, best_epoch = state["best_top1"], state["best_epoch"]
+        log(f"resuming {out} after epoch {start_epoch} of {cfg.epochs}")
+
+    train_model: nn.Module = model
+    if info.enabled:
+        train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        train_model = torch.compile(train_model)
+
+    train_tf = BatchTransform(size, preprocess["mean"], preprocess["std"], cfg.augment, cfg.train_resize, crop_pct)
+    eval_tf = BatchTransform(size, preprocess["mean"], preprocess["std"], "none", crop_pct=crop_pct)
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    log(
+        f"training {cfg.model} ({sum(p.numel() for p in model.parameters()):,} params) at {size}px, "
+        f"batch {cfg.batch_size} x {info.world_size} process(es), {cfg.epochs} epochs on {device} -> {out}"
+    )
+
+    for epoch in range(start_epoch, cfg.epochs):
+        started = time.perf_counter()
+        train_meter = train_one_epoch(train_model, data.train, train_tf, optimizer, scheduler, scaler, ema, cfg, epoch, info, device, amp_dtype)
+        eval_model = ema.module if ema is not None else model
+        val_meter = evaluate(eval_model, data.val, eval_tf, device, cfg.batch_size * 2, info, amp_dtype, cfg.channels_last)
+        seconds = time.perf_counter() - started
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": round(train_meter.loss, 5),
+            "train_top1": round(train_meter.top1, 5),
+            "val_loss": round(val_meter.loss, 5),
+            "val_top1": round(val_meter.top1, 5),
+            "val_top5": round(val_meter.top5, 5),
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": round(seconds, 2),
+            "train_images_per_s": round(train_meter.count / seconds, 1),
+        }
+        history.append(record)
+        is_best = val_meter.top1 > best_top1
+        if is_best:
+            best_top1, best_epoch = val_meter.top1, epoch + 1
+        if info.is_main:
+            meta = {
+                "model": cfg.model,
+                "model_args": model_args,
+                "class_names": data.class_names,
+                "preprocess": preprocess,
+                "epoch": epoch + 1,
+                "metrics": record,
+                "ema": ema is not None,
+                "config": cfg.to_dict(),
+            }
+            weights = eval_model.state_dict()
+            state = {
+                "model_name": cfg.model,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
+                "ema": ema.state_dict() if ema is not None else None,
+                "epoch": epoch + 1,
+                "history": history,
+                "best_top1": best_top1,
+                "best_epoch": best_epoch,
+            }
+            save_checkpoint(out, "last", weights, meta, state)
+            if is_best:
+                save_checkpoint(out, "best", weights, meta)
+            write_history(history, out)
+        distributed.barrier(info)
+        log(
+            f"epoch {epoch + 1}/{cfg.epochs}  train loss {record['train_loss']:.4f} top1 {record['train_top1']:.2%}  "
+            f"val loss {record['val_loss']:.4f} top1 {record['val_top1']:.2%} top5 {record['val_top5']:.2%}  "
+            f"{seconds:.1f}s ({record['train_images_per_s']:.0f} img/s){'  *best' if is_best else ''}"
+        )
+    log(f"best val top1 {best_top1:.2%} at epoch {best_epoch}: {out / 'best.safetensors'}")
+    return TrainResult(out, best_top1, best_epoch, history)
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    # no weight decay on norms, biases, class token and position embedding (as timm and the paper do)
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim <= 1 or name in ("pos_embed", "cls_token") else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+    raise ValueError(f"Unknown optimizer '{cfg.optimizer}'; choose adam, adamw or sgd.")
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    """Per-step learning rate: linear warm-up, then constant or cosine down to ``min_lr``."""
+    if cfg.schedule not in ("cosine", "constant"):
+        raise ValueError(f"Unknown schedule '{cfg.schedule}'; choose cosine or constant.")
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    total = cfg.epochs * steps_per_epoch
+    floor = cfg.min_lr / cfg.lr if cfg.lr > 0 else 0.0
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if cfg.schedule == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, total - warmup)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    if amp == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    if amp == "none":
+        return None
+    if amp in ("bf16", "fp16"):
+        if device.type != "cuda":
+            raise ValueError(f"--amp {amp} needs a GPU; on the CPU train with --amp none.")
+        return torch.bfloat16 if amp == "bf16" else torch.float16
+    raise ValueError(f"Unknown --amp '{amp}'; choose auto, bf16, fp16 or none.")
+
+
+def shard_batches(n: int, batch_size: int, generator: torch.Generator | None, info: distributed.DistInfo) -> list[torch.Tensor]:
+    """Batches of indices for this process: a shared (shuffled) order, every world_size-th index."""
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    if generator is not None:  # training: equal shards so every process takes the same number of steps
+        order = order[: n // info.world_size * info.world_size]
+    mine = order[info.rank :: info.world_size]
+    return list(mine.split(batch_size))
+
+
+def train_one_epoch(model, data: ImageSet, transform, optimizer, scheduler, scaler, ema, cfg, epoch, info, device, amp_dtype):
+    from tqdm import tqdm
+
+    model.train()
+    order_gen = torch.Generator().manual_seed(seed_for(cfg.seed, epoch, 0))  # the same on every process
+    augment_gen = torch.Generator().manual_seed(seed_for(cfg.seed, epoch, 1 + info.rank))
+    torch.manual_seed(seed_for(cfg.seed, epoch, 1000 + info.rank))  # dropout
+    meter = ClassificationMeter(model_num_classes(model), device)
+    batches = shard_batches(len(data), cfg.batch_size, order_gen, info)
+    bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False, disable=None if info.is_main else True)
+    for step, idx in enumerate(bar):
+        x = transform(data.images[idx].to(device, non_blocking=True), augment_gen)
+        y = data.labels[idx].to(device, non_blocking=True)
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+        check_finite(loss, epoch, step, cfg, info)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if cfg.clip_grad:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        if ema is not None:
+            ema.update_parameters(unwrap(model))
+        meter.update(logits.float(), y, loss)
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{meter.loss:.4f}", acc=f"{meter.top1:.2%}")
+    meter.all_reduce()
+    return meter
+
+
+def check_finite(loss: torch.Tensor, epoch: int, step: int, cfg: TrainConfig, info) -> None:
+    bad = (~torch.isfinite(loss.detach())).int()
+    if info.enabled:
+        torch.distributed.all_reduce(bad)
+    if bad.item():
+        raise TrainingDiverged(
+            f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; the last good checkpoint is kept in "
+            f"{cfg.resolved_output()}. Lower --lr (now {cfg.lr}), add --clip-grad 1.0 or use --amp none, then retry."
+        )
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    model = getattr(model, "_orig_mod", model)  # torch.compile
+    return getattr(model, "module", model)  # DistributedDataParallel
+
+
+def model_num_classes(model: nn.Module) -> int:
+    return unwrap(model).num_classes
+
+
+@torch.no_grad()
+def evaluate(model, data: ImageSet, transform, device, batch_size: int, info=None, amp_dtype=None, channels_last=False) -> ClassificationMeter:
+    """Loss, top-1/top-5 and confusion matrix of ``model`` on ``data``, shared out across processes."""
+    info = info or distributed.DistInfo()
+    model.eval()
+    meter = ClassificationMeter(model_num_classes(model), device)
+    for idx in shard_batches(len(data), batch_size, None, info):
+        x = transform(data.images[idx].to(device, non_blocking=True))
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = data.labels[idx].to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            logits = model(x).float()
+        meter.update(logits, y, F.cross_entropy(logits, y))
+    meter.all_reduce()
+    return meter
+
+
+def write_history(history: list[dict], folder: Path) -> None:
+    """metrics.json, metrics.csv and the loss / top-1 / top-5 plots."""
+    atomic_write_text(folder / "metrics.json", json.dumps(history, indent=2))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(history[0]))
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_text(folder / "metrics.csv", buffer.getvalue())
+    try:
+        from vitkit.training.plots import plot_history
+
+        plot_history(history, folder)
+    except ImportError:
+        pass  # matplotlib is a dependency; a stripped environment still trains
