@@ -1,7 +1,6 @@
 """Data specs, formats, decoding of odd images, downloads and augmentation, on generated files."""
 
 import hashlib
-import io
 import os
 import pickle
 import tarfile
@@ -13,7 +12,7 @@ from PIL import Image
 
 from tests.imagegen import image_bytes, make_cifar10, make_fashion_mnist, make_image_folder
 from vitkit.data import download, load_data
-from vitkit.data.images import decode_image, decode_files
+from vitkit.data.images import decode_files, decode_image
 from vitkit.data.sources import read_idx, stratified_split
 from vitkit.data.transforms import BatchTransform, affine
 

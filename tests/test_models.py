@@ -161,3 +161,29 @@ def test_keras_preset_attends_across_the_whole_map():
         tokens[0, :256] += 3 * torch.randn(256, 64)  # the first row band (the top 8 rows)
         moved = block(tokens)
     assert (moved[0, -256:] - base[0, -256:]).abs().max() > 1e-2  # the last band sees it
+
+
+@pytest.mark.parametrize("name", ["mobilevit_xxs", "mobilevit_s", "mobilevit_xxs_keras"])
+def test_fuse_folds_batchnorm_and_keeps_the_logits(name):
+    from tests.conftest import randomize_
+
+    model = randomize_(vitkit.create_model(name, num_classes=10)).eval()
+    fused = vitkit.models.fuse(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the original is untouched
+    x = torch.rand(2, 3, 200, 232)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), model(x), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["mobilevit_xxs", "mobilevit_xxs_keras"])
+def test_channels_last_gives_the_same_logits(name):
+    from tests.conftest import randomize_
+
+    model = randomize_(vitkit.create_model(name, num_classes=10)).eval()
+    x = torch.rand(2, 3, 200, 232)
+    with torch.no_grad():
+        expected = model(x)
+        model.to(memory_format=torch.channels_last)
+        got = model(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)

@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -147,3 +146,17 @@ def test_train_errors_in_one_line(tmp_path, capsys):
     assert main(["train", "--recipe", "digits_quikstart"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "does not exist" in err[0] and "Did you mean digits_quickstart" in err[1]
+
+
+def test_ema_sgd_channels_last_and_clipping(tmp_path):
+    out = tmp_path / "run"
+    result = vitkit.train(
+        model="mobilevit_xxs", data="digits", image_size=32, epochs=2, batch_size=64, augment="random-resized-crop",
+        optimizer="sgd", lr=0.05, ema_decay=0.9, channels_last=True, clip_grad=1.0, output=str(out),
+    )  # fmt: skip
+    assert json.loads((out / "best.json").read_text())["ema"] is True
+    weights = load_file(out / "last.safetensors")
+    state = torch.load(out / "last.state.pt", weights_only=True)
+    # the saved weights are the moving average, not the raw weights the optimizer steps
+    assert not torch.equal(weights["head.weight"], state["model"]["head.weight"])
+    assert result.history[-1]["val_top1"] > 0.1

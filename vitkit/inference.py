@@ -11,6 +11,7 @@ import torch
 from vitkit.data.images import IMAGE_EXTENSIONS, decode_image
 from vitkit.data.sources import load_data
 from vitkit.data.transforms import BatchTransform
+from vitkit.models import fuse
 from vitkit.training.checkpoint import load_model
 from vitkit.training.distributed import DistInfo, pick_device
 from vitkit.training.trainer import evaluate as evaluate_model
@@ -36,9 +37,15 @@ def eval_transform(model) -> BatchTransform:
     return BatchTransform(p.input_size, p.mean, p.std, "none", crop_pct=p.crop_pct)
 
 
+def load_for_inference(checkpoint: str | Path):
+    """The checkpoint's model with BatchNorm folded into its convolutions (same logits, less work)."""
+    model, meta = load_model(checkpoint)
+    return fuse(model), meta  # the copy keeps name, preprocess and class_names
+
+
 def evaluate(checkpoint: str | Path, data: str, batch_size: int = 128, device: str = "auto", plot: bool = True) -> EvalResult:
     """Top-1, top-5, per-class accuracy and the confusion matrix on ``data``'s validation split."""
-    model, meta = load_model(checkpoint)
+    model, meta = load_for_inference(checkpoint)
     dev = pick_device(device, DistInfo())
     model.to(dev)
     p = model.preprocess
@@ -96,7 +103,7 @@ def expand_inputs(inputs: list[str | Path]) -> list[Path]:
 @torch.no_grad()
 def predict(checkpoint: str | Path, inputs: list[str | Path], top_k: int = 5, batch_size: int = 64, device: str = "auto") -> list[Prediction]:
     """Class probabilities for each image; an unreadable file gets an ``error`` instead of stopping the rest."""
-    model, meta = load_model(checkpoint)
+    model, meta = load_for_inference(checkpoint)
     dev = pick_device(device, DistInfo())
     model.to(dev)
     transform = eval_transform(model)

@@ -50,6 +50,21 @@ class ConvNormAct(nn.Module):
             x = pad_same(x, self.kernel_size, self.stride)
         return self.act(self.bn(self.conv(x)))
 
+    @torch.no_grad()
+    def fuse_bn(self) -> None:
+        """Fold an eval-mode BatchNorm into the conv: y = (conv(x) - mean) * gamma / std + beta."""
+        if not isinstance(self.bn, nn.BatchNorm2d):
+            return
+        conv, bn = self.conv, self.bn
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        fused = nn.Conv2d(
+            conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, groups=conv.groups, bias=True
+        ).to(conv.weight)
+        fused.weight.copy_(conv.weight * scale[:, None, None, None])
+        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+        fused.bias.copy_((bias - bn.running_mean) * scale + bn.bias)
+        self.conv, self.bn = fused, nn.Identity()
+
 
 class InvertedResidual(nn.Module):
     """MobileNetV2 block: 1x1 expand -> 3x3 depthwise -> 1x1 linear projection, residual when shapes allow."""

@@ -36,6 +36,30 @@ class MobileViTConfig:
     image_size: int = 256  # default input; any size works
 
 
+def unfold(x: torch.Tensor, p: int, channels_last: bool) -> torch.Tensor:
+    """[B, C, H, W] -> [B*p*p, N, C]: token n of sequence (i, j) is pixel (i, j) of patch n. One copy,
+    read in whichever memory order ``x`` is stored."""
+    B, C, H, W = x.shape
+    nh, nw = H // p, W // p
+    if channels_last:
+        x = x.permute(0, 2, 3, 1).reshape(B, nh, p, nw, p, C)  # [B, H, W, C] view -> [B, nh, ph, nw, pw, C]
+        x = x.permute(0, 2, 4, 1, 3, 5)  # -> [B, ph, pw, nh, nw, C]
+    else:
+        x = x.reshape(B, C, nh, p, nw, p)  # [B, C, H, W] -> [B, C, nh, ph, nw, pw]
+        x = x.permute(0, 3, 5, 2, 4, 1)  # -> [B, ph, pw, nh, nw, C]
+    return x.reshape(B * p * p, nh * nw, C)  # -> [BP, N, C]
+
+
+def fold(x: torch.Tensor, B: int, C: int, nh: int, nw: int, p: int, channels_last: bool) -> torch.Tensor:
+    """The inverse of ``unfold``, returned in the memory order the block received."""
+    x = x.reshape(B, p, p, nh, nw, C)  # [BP, N, C] -> [B, ph, pw, nh, nw, C]
+    if channels_last:
+        x = x.permute(0, 3, 1, 4, 2, 5).reshape(B, nh * p, nw * p, C)  # -> [B, H, W, C]
+        return x.permute(0, 3, 1, 2)  # -> [B, C, H, W] view, channels_last in memory
+    x = x.permute(0, 5, 3, 1, 4, 2)  # -> [B, C, nh, ph, nw, pw]
+    return x.reshape(B, C, nh * p, nw * p)  # -> [B, C, H, W]
+
+
 class MobileViTBlock(nn.Module):
     """Local 3x3 conv -> 1x1 to d -> unfold into patches -> transformer -> fold -> 1x1 back to C -> fuse."""
 
@@ -76,15 +100,10 @@ class MobileViTBlock(nn.Module):
         if resized:  # as the references do: resize up to a multiple of the patch, and back after folding
             x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False)
         nh, nw = new_h // p, new_w // p
-        x = x.reshape(B, C, nh, p, nw, p)  # [B, C, H, W] -> [B, C, nh, ph, nw, pw]
-        x = x.permute(0, 3, 5, 2, 4, 1)  # -> [B, ph, pw, nh, nw, C]
-        x = x.reshape(B * p * p, nh * nw, C)  # -> [BP, N, C]
-
+        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        x = unfold(x, p, channels_last)  # [B, C, H, W] -> [BP, N, C]
         x = self.norm(self.transformer(x))
-
-        x = x.reshape(B, p, p, nh, nw, C)  # [BP, N, C] -> [B, ph, pw, nh, nw, C]
-        x = x.permute(0, 5, 3, 1, 4, 2)  # -> [B, C, nh, ph, nw, pw]
-        x = x.reshape(B, C, new_h, new_w)  # -> [B, C, H, W]
+        x = fold(x, B, C, nh, nw, p, channels_last)  # [BP, N, C] -> [B, C, H, W]
         if resized:
             x = F.interpolate(x, size=(H, W), mode="bilinear", align_corners=False)
 

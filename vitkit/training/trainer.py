@@ -56,21 +56,85 @@ def seed_for(seed: int, epoch: int, stream: int) -> int:
     return (seed * 1_000_003 + epoch * 10_007 + stream) % (2**63)
 
 
+@dataclass
+class Run:
+    """Everything one training run holds; ``setup`` builds it, ``restore`` fills it from a checkpoint."""
+
+    cfg: TrainConfig
+    info: distributed.DistInfo
+    device: torch.device
+    out: Path
+    data: DataSplits
+    model: nn.Module  # the module whose weights are saved
+    train_model: nn.Module  # the same, wrapped for DDP and/or torch.compile
+    model_args: dict
+    preprocess: dict
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    ema: nn.Module | None
+    amp_dtype: torch.dtype | None
+    train_tf: BatchTransform
+    eval_tf: BatchTransform
+    start_epoch: int = 0
+    history: list[dict] = field(default_factory=list)
+    best_top1: float = -1.0
+    best_epoch: int = 0
+
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+
 def _run(cfg: TrainConfig, resume: bool, info: distributed.DistInfo, device: torch.device) -> TrainResult:
     log = print if info.is_main else (lambda *args, **kwargs: None)
+    run = setup(cfg, info, device, log)
+    if resume:
+        restore(run, log)
+    for epoch in range(run.start_epoch, cfg.epochs):
+        started = time.perf_counter()
+        train_meter = train_one_epoch(run, epoch)
+        val_meter = evaluate(run.eval_model, run.data.val, run.eval_tf, device, cfg.batch_size * 2, info, run.amp_dtype, cfg.channels_last)
+        seconds = time.perf_counter() - started
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": round(train_meter.loss, 5),
+            "train_top1": round(train_meter.top1, 5),
+            "val_loss": round(val_meter.loss, 5),
+            "val_top1": round(val_meter.top1, 5),
+            "val_top5": round(val_meter.top5, 5),
+            "lr": run.optimizer.param_groups[0]["lr"],
+            "seconds": round(seconds, 2),
+            "train_images_per_s": round(train_meter.count / seconds, 1),
+        }
+        run.history.append(record)
+        is_best = val_meter.top1 > run.best_top1
+        if is_best:
+            run.best_top1, run.best_epoch = val_meter.top1, epoch + 1
+        if info.is_main:
+            save(run, record, is_best)
+        distributed.barrier(info)
+        log(
+            f"epoch {epoch + 1}/{cfg.epochs}  train loss {record['train_loss']:.4f} top1 {record['train_top1']:.2%}  "
+            f"val loss {record['val_loss']:.4f} top1 {record['val_top1']:.2%} top5 {record['val_top5']:.2%}  "
+            f"{seconds:.1f}s ({record['train_images_per_s']:.0f} img/s){'  *best' if is_best else ''}"
+        )
+    log(f"best val top1 {run.best_top1:.2%} at epoch {run.best_epoch}: {run.out / 'best.safetensors'}")
+    return TrainResult(run.out, run.best_top1, run.best_epoch, run.history)
+
+
+def setup(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device, log) -> Run:
+    """Data, model, optimizer, schedule, EMA, mixed precision and transforms for ``cfg``."""
     out = cfg.resolved_output()
     torch.manual_seed(cfg.seed)
-
-    # model arguments: the training image size also sizes ViT's position embedding
     model_args = dict(cfg.model_args)
-    if cfg.image_size:
+    if cfg.image_size:  # the training size also lays out ViT's position embedding
         model_args.setdefault("image_size", cfg.image_size)
-    spec_preprocess = get_model_spec(cfg.model).preprocess
-    size = model_args.get("image_size", get_model_spec(cfg.model).config.image_size)
-    crop_pct = cfg.crop_pct or spec_preprocess.crop_pct
-    base_size = max(round(size * cfg.train_resize), round(size / crop_pct))
+    spec = get_model_spec(cfg.model)
+    size = model_args.get("image_size", spec.config.image_size)
+    crop_pct = cfg.crop_pct or spec.preprocess.crop_pct
 
-    data = load_data(cfg.data, base_size, cfg.val_fraction, split_seed=0, workers=cfg.workers)
+    data = load_data(cfg.data, max(round(size * cfg.train_resize), round(size / crop_pct)), cfg.val_fraction, 0, cfg.workers)
     log(data.describe())
     for report in data.reports:
         if report.skipped:
@@ -85,40 +149,20 @@ def _run(cfg: TrainConfig, resume: bool, info: distributed.DistInfo, device: tor
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
 
-    steps_per_epoch = math.ceil((len(data.train) // info.world_size) / cfg.batch_size)
     optimizer = build_optimizer(model, cfg)
-    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
+    scheduler = build_scheduler(optimizer, cfg, math.ceil((len(data.train) // info.world_size) / cfg.batch_size))
     ema = None
     if cfg.ema_decay:
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
     amp_dtype = resolve_amp(cfg.amp, device)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-
-    start_epoch, history, best_top1, best_epoch = 0, [], -1.0, 0
-    if resume:
-        state = load_state(out)
-        if state["model_name"] != cfg.model:
-            raise ValueError(f"{out} holds a {state['model_name']} run, not {cfg.model}; give another --output.")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
-        start_epoch, history = state["epoch"], state["history"]
-        best_top1, best_epoch = state["best_top1"], state["best_epoch"]
-        log(f"resuming {out} after epoch {start_epoch} of {cfg.epochs}")
-
     train_model: nn.Module = model
     if info.enabled:
         train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
         train_model = torch.compile(train_model)
-
-    train_tf = BatchTransform(size, preprocess["mean"], preprocess["std"], cfg.augment, cfg.train_resize, crop_pct)
-    eval_tf = BatchTransform(size, preprocess["mean"], preprocess["std"], "none", crop_pct=crop_pct)
+    mean, std = preprocess["mean"], preprocess["std"]
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -126,64 +170,59 @@ def _run(cfg: TrainConfig, resume: bool, info: distributed.DistInfo, device: tor
         f"training {cfg.model} ({sum(p.numel() for p in model.parameters()):,} params) at {size}px, "
         f"batch {cfg.batch_size} x {info.world_size} process(es), {cfg.epochs} epochs on {device} -> {out}"
     )
+    return Run(
+        cfg, info, device, out, data, model, train_model, model_args, preprocess, optimizer, scheduler,
+        torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16), ema, amp_dtype,
+        train_tf=BatchTransform(size, mean, std, cfg.augment, cfg.train_resize, crop_pct),
+        eval_tf=BatchTransform(size, mean, std, "none", crop_pct=crop_pct),
+    )  # fmt: skip
 
-    for epoch in range(start_epoch, cfg.epochs):
-        started = time.perf_counter()
-        train_meter = train_one_epoch(train_model, data.train, train_tf, optimizer, scheduler, scaler, ema, cfg, epoch, info, device, amp_dtype)
-        eval_model = ema.module if ema is not None else model
-        val_meter = evaluate(eval_model, data.val, eval_tf, device, cfg.batch_size * 2, info, amp_dtype, cfg.channels_last)
-        seconds = time.perf_counter() - started
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": round(train_meter.loss, 5),
-            "train_top1": round(train_meter.top1, 5),
-            "val_loss": round(val_meter.loss, 5),
-            "val_top1": round(val_meter.top1, 5),
-            "val_top5": round(val_meter.top5, 5),
-            "lr": optimizer.param_groups[0]["lr"],
-            "seconds": round(seconds, 2),
-            "train_images_per_s": round(train_meter.count / seconds, 1),
-        }
-        history.append(record)
-        is_best = val_meter.top1 > best_top1
-        if is_best:
-            best_top1, best_epoch = val_meter.top1, epoch + 1
-        if info.is_main:
-            meta = {
-                "model": cfg.model,
-                "model_args": model_args,
-                "class_names": data.class_names,
-                "preprocess": preprocess,
-                "epoch": epoch + 1,
-                "metrics": record,
-                "ema": ema is not None,
-                "config": cfg.to_dict(),
-            }
-            weights = eval_model.state_dict()
-            state = {
-                "model_name": cfg.model,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "ema": ema.state_dict() if ema is not None else None,
-                "epoch": epoch + 1,
-                "history": history,
-                "best_top1": best_top1,
-                "best_epoch": best_epoch,
-            }
-            save_checkpoint(out, "last", weights, meta, state)
-            if is_best:
-                save_checkpoint(out, "best", weights, meta)
-            write_history(history, out)
-        distributed.barrier(info)
-        log(
-            f"epoch {epoch + 1}/{cfg.epochs}  train loss {record['train_loss']:.4f} top1 {record['train_top1']:.2%}  "
-            f"val loss {record['val_loss']:.4f} top1 {record['val_top1']:.2%} top5 {record['val_top5']:.2%}  "
-            f"{seconds:.1f}s ({record['train_images_per_s']:.0f} img/s){'  *best' if is_best else ''}"
-        )
-    log(f"best val top1 {best_top1:.2%} at epoch {best_epoch}: {out / 'best.safetensors'}")
-    return TrainResult(out, best_top1, best_epoch, history)
+
+def restore(run: Run, log) -> None:
+    """Continue from ``last.state.pt``: weights, optimizer, schedule, scaler, EMA and history."""
+    state = load_state(run.out)
+    if state["model_name"] != run.cfg.model:
+        raise ValueError(f"{run.out} holds a {state['model_name']} run, not {run.cfg.model}; give another --output.")
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.scaler.load_state_dict(state["scaler"])
+    if run.ema is not None:
+        run.ema.load_state_dict(state["ema"])
+    run.start_epoch, run.history = state["epoch"], state["history"]
+    run.best_top1, run.best_epoch = state["best_top1"], state["best_epoch"]
+    log(f"resuming {run.out} after epoch {run.start_epoch} of {run.cfg.epochs}")
+
+
+def save(run: Run, record: dict, is_best: bool) -> None:
+    """``last`` every epoch (with the resume state), ``best`` when validation top-1 improved, metrics, plots."""
+    meta = {
+        "model": run.cfg.model,
+        "model_args": run.model_args,
+        "class_names": run.data.class_names,
+        "preprocess": run.preprocess,
+        "epoch": record["epoch"],
+        "metrics": record,
+        "ema": run.ema is not None,
+        "config": run.cfg.to_dict(),
+    }
+    state = {
+        "model_name": run.cfg.model,
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "scaler": run.scaler.state_dict(),
+        "ema": run.ema.state_dict() if run.ema is not None else None,
+        "epoch": record["epoch"],
+        "history": run.history,
+        "best_top1": run.best_top1,
+        "best_epoch": run.best_epoch,
+    }
+    weights = run.eval_model.state_dict()
+    save_checkpoint(run.out, "last", weights, meta, state)
+    if is_best:
+        save_checkpoint(run.out, "best", weights, meta)
+    write_history(run.history, run.out)
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -241,35 +280,37 @@ def shard_batches(n: int, batch_size: int, generator: torch.Generator | None, in
     return list(mine.split(batch_size))
 
 
-def train_one_epoch(model, data: ImageSet, transform, optimizer, scheduler, scaler, ema, cfg, epoch, info, device, amp_dtype):
+def train_one_epoch(run: Run, epoch: int) -> ClassificationMeter:
     from tqdm import tqdm
 
+    cfg, info, device, data = run.cfg, run.info, run.device, run.data.train
+    model = run.train_model
     model.train()
     order_gen = torch.Generator().manual_seed(seed_for(cfg.seed, epoch, 0))  # the same on every process
     augment_gen = torch.Generator().manual_seed(seed_for(cfg.seed, epoch, 1 + info.rank))
     torch.manual_seed(seed_for(cfg.seed, epoch, 1000 + info.rank))  # dropout
-    meter = ClassificationMeter(model_num_classes(model), device)
+    meter = ClassificationMeter(run.model.num_classes, device)
     batches = shard_batches(len(data), cfg.batch_size, order_gen, info)
     bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False, disable=None if info.is_main else True)
     for step, idx in enumerate(bar):
-        x = transform(data.images[idx].to(device, non_blocking=True), augment_gen)
+        x = run.train_tf(data.images[idx].to(device, non_blocking=True), augment_gen)
         y = data.labels[idx].to(device, non_blocking=True)
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        with torch.autocast(device.type, dtype=run.amp_dtype or torch.float32, enabled=run.amp_dtype is not None):
             logits = model(x)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
         check_finite(loss, epoch, step, cfg, info)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
         if cfg.clip_grad:
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        if ema is not None:
-            ema.update_parameters(unwrap(model))
+            run.scaler.unscale_(run.optimizer)
+            nn.utils.clip_grad_norm_(run.model.parameters(), cfg.clip_grad)
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        run.scheduler.step()
+        if run.ema is not None:
+            run.ema.update_parameters(run.model)
         meter.update(logits.float(), y, loss)
         if step % 10 == 0:
             bar.set_postfix(loss=f"{meter.loss:.4f}", acc=f"{meter.top1:.2%}")
@@ -288,21 +329,12 @@ def check_finite(loss: torch.Tensor, epoch: int, step: int, cfg: TrainConfig, in
         )
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    model = getattr(model, "_orig_mod", model)  # torch.compile
-    return getattr(model, "module", model)  # DistributedDataParallel
-
-
-def model_num_classes(model: nn.Module) -> int:
-    return unwrap(model).num_classes
-
-
 @torch.no_grad()
 def evaluate(model, data: ImageSet, transform, device, batch_size: int, info=None, amp_dtype=None, channels_last=False) -> ClassificationMeter:
     """Loss, top-1/top-5 and confusion matrix of ``model`` on ``data``, shared out across processes."""
     info = info or distributed.DistInfo()
     model.eval()
-    meter = ClassificationMeter(model_num_classes(model), device)
+    meter = ClassificationMeter(model.num_classes, device)
     for idx in shard_batches(len(data), batch_size, None, info):
         x = transform(data.images[idx].to(device, non_blocking=True))
         if channels_last:

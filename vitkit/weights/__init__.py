@@ -1,2 +1,3 @@
-from vitkit.weights.load import load_weights, LoadResult
+from vitkit.weights.load import LoadResult, load_weights
+
 __all__ = ["load_weights", "LoadResult"]
