@@ -34,7 +34,12 @@ from torch import nn
 import vitkit
 from vitkit.models import fuse
 
-TIMM = {"mobilevit_xxs": "mobilevit_xxs", "mobilevit_xs": "mobilevit_xs", "mobilevit_s": "mobilevit_s", "vit_b16": "vit_base_patch16_224"}
+TIMM = {
+    "mobilevit_xxs": "mobilevit_xxs",
+    "mobilevit_xs": "mobilevit_xs",
+    "mobilevit_s": "mobilevit_s",
+    "vit_b16": "vit_base_patch16_224",
+}
 
 
 class HFLogits(nn.Module):
@@ -64,11 +69,15 @@ def hf_model(name: str) -> nn.Module:
         config = transformers.ViTConfig(layer_norm_eps=1e-6, num_labels=1000)
         return HFLogits(transformers.ViTForImageClassification(config))
     sizes = {
-        "mobilevit_xxs": dict(hidden_sizes=[64, 80, 96], neck_hidden_sizes=[16, 16, 24, 48, 64, 80, 320], expand_ratio=2.0),
+        "mobilevit_xxs": dict(
+            hidden_sizes=[64, 80, 96], neck_hidden_sizes=[16, 16, 24, 48, 64, 80, 320], expand_ratio=2.0
+        ),
         "mobilevit_xs": dict(hidden_sizes=[96, 120, 144], neck_hidden_sizes=[16, 32, 48, 64, 80, 96, 384]),
         "mobilevit_s": dict(hidden_sizes=[144, 192, 240], neck_hidden_sizes=[16, 32, 64, 96, 128, 160, 640]),
     }[name]
-    return HFLogits(transformers.MobileViTForImageClassification(transformers.MobileViTConfig(num_labels=1000, **sizes)))
+    return HFLogits(
+        transformers.MobileViTForImageClassification(transformers.MobileViTConfig(num_labels=1000, **sizes))
+    )
 
 
 def build(name: str, device: torch.device) -> tuple[dict[str, nn.Module], int]:
@@ -124,13 +133,18 @@ def measure(models: dict[str, nn.Module], size: int, device, dtype, rounds: int,
     samples = {name: {"latency_ms": [], "infer_img_s": [], "train_img_s": []} for name in models}
     optimizers = {name: torch.optim.AdamW(m.parameters(), lr=1e-4) for name, m in models.items() if "fused" not in name}
     iters = 1 if heavy else 3
-    cl = {"x1": x1.contiguous(memory_format=torch.channels_last), "xb": xb.contiguous(memory_format=torch.channels_last)}
+    cl = {
+        "x1": x1.contiguous(memory_format=torch.channels_last),
+        "xb": xb.contiguous(memory_format=torch.channels_last),
+    }
     for _ in range(rounds):
         for name, model in models.items():
             model.eval()
             a, b = (cl["x1"], cl["xb"]) if name.endswith("-cl") else (x1, xb)
             with torch.no_grad(), autocast(device, dtype):
-                samples[name]["latency_ms"].append(1000 * time_call(lambda: model(a), device, 2, 10 if not heavy else 3))
+                samples[name]["latency_ms"].append(
+                    1000 * time_call(lambda: model(a), device, 2, 10 if not heavy else 3)
+                )
                 samples[name]["infer_img_s"].append(batch / time_call(lambda: model(b), device, 1, iters))
             if name in optimizers:
                 model.train()
@@ -144,33 +158,41 @@ def measure(models: dict[str, nn.Module], size: int, device, dtype, rounds: int,
                     opt.step()
 
                 samples[name]["train_img_s"].append(batch / time_call(step, device, 1, iters))
-    return {name: {k: round(statistics.median(v), 2) if v else None for k, v in s.items()} for name, s in samples.items()}
+    return {
+        name: {k: round(statistics.median(v), 2) if v else None for k, v in s.items()} for name, s in samples.items()
+    }
 
 
-def _child_peak_rss_mb(name: str, impl: str, size: int, batch: int, queue) -> None:
-    """In a fresh process: peak resident memory added by one training step (forward + backward)."""
-    import resource
+def _proc_status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
 
+
+def child_peak_rss_mb(name: str, impl: str, size: int, batch: int) -> float:
+    """Peak resident memory added by one training step (forward + backward), in this fresh process:
+    Linux's peak-RSS mark is reset (clear_refs 5) right before the step."""
     import timm
 
     model = {"timm": lambda: timm.create_model(TIMM[name]), "transformers": lambda: hf_model(name),
              "vitkit": lambda: vitkit.create_model(name)}[impl]().train()  # fmt: skip
     x = torch.rand(batch, 3, size, size)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = _proc_status_kib("VmRSS")
     model(x).float().sum().backward()
-    queue.put((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)  # KiB -> MiB
+    return (_proc_status_kib("VmHWM") - before) / 1024
 
 
-def peak_train_memory_mb(model: nn.Module, size: int, batch: int, device, name: str = "", impl: str = "") -> float | None:
-    if device.type != "cuda":  # CPU: peak RSS growth of a training step, measured in a fresh process
-        import multiprocessing as mp
+def peak_train_memory_mb(
+    model: nn.Module, size: int, batch: int, device, name: str = "", impl: str = ""
+) -> float | None:
+    if device.type != "cuda":  # CPU: measured in a fresh process so that no cached memory hides any
+        import subprocess
 
-        ctx = mp.get_context("spawn")
-        queue = ctx.Queue()
-        child = ctx.Process(target=_child_peak_rss_mb, args=(name, impl, size, batch, queue))
-        child.start()
-        child.join()
-        return round(queue.get(), 1) if child.exitcode == 0 else None
+        proc = subprocess.run(
+            [sys.executable, __file__, "--child-peak", f"{name},{impl},{size},{batch}"], capture_output=True, text=True
+        )
+        return round(float(proc.stdout.split()[-1]), 1) if proc.returncode == 0 else None
     model.train()
     x = torch.rand(batch, 3, size, size, device=device)
     torch.cuda.reset_peak_memory_stats(device)
@@ -188,7 +210,13 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--variants", help="comma-separated subset, e.g. timm,vitkit-cl,vitkit-fused-cl (default: all)")
+    parser.add_argument("--child-peak", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child_peak:
+        name, impl, size, batch = args.child_peak.split(",")
+        print(child_peak_rss_mb(name, impl, int(size), int(batch)))
+        return
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
@@ -207,23 +235,31 @@ def main() -> None:
     }
     for name in args.models.split(","):
         models, size = build(name, device)
+        if args.variants:
+            models = {k: v for k, v in models.items() if k in args.variants.split(",") or k == "timm"}
         for mode in args.modes.split(","):
             run = {k: torch.compile(m) for k, m in models.items()} if mode == "compile" else models
             heavy = name == "vit_b16" and device.type == "cpu"
             result = measure(run, size, device, dtype, args.rounds if not heavy else 2, args.batch_size, heavy)
             for impl, model in models.items():
                 measured = impl in ("timm", "transformers", "vitkit") and mode == "eager"
-                result[impl]["peak_train_mb"] = peak_train_memory_mb(model, size, args.batch_size, device, name, impl) if measured else None
+                result[impl]["peak_train_mb"] = (
+                    peak_train_memory_mb(model, size, args.batch_size, device, name, impl) if measured else None
+                )
             report["results"][f"{name}@{size}/{mode}"] = result
             base = result["timm"]
             print(f"\n{name} at {size}px, {mode}, {args.dtype}, batch {args.batch_size} on {device}")
-            print(f"{'':<14}{'latency b1 ms':>15}{'infer img/s':>13}{'train img/s':>13}{'vs timm infer':>15}{'vs timm train':>15}{'train peak MB':>15}")
+            print(
+                f"{'':<14}{'latency b1 ms':>15}{'infer img/s':>13}{'train img/s':>13}{'vs timm infer':>15}{'vs timm train':>15}{'train peak MB':>15}"
+            )
             for impl, r in result.items():
                 ti = f"{r['infer_img_s'] / base['infer_img_s']:.2f}x"
                 tt = f"{r['train_img_s'] / base['train_img_s']:.2f}x" if r["train_img_s"] else "-"
                 train = f"{r['train_img_s']:.1f}" if r["train_img_s"] else "-"
                 peak = f"{r['peak_train_mb']:.0f}" if r["peak_train_mb"] else "-"
-                print(f"{impl:<14}{r['latency_ms']:>15.2f}{r['infer_img_s']:>13.1f}{train:>13}{ti:>15}{tt:>15}{peak:>15}")
+                print(
+                    f"{impl:<14}{r['latency_ms']:>15.2f}{r['infer_img_s']:>13.1f}{train:>13}{ti:>15}{tt:>15}{peak:>15}"
+                )
     print(json.dumps(report))
 
 

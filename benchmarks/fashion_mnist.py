@@ -44,7 +44,9 @@ def main() -> None:
                 "test_top1": round(evaluation.top1, 4),
                 "test_top5": round(evaluation.top5, 4),
                 "train_wall_seconds": round(train_seconds, 1),
-                "mean_train_images_per_s": round(sum(h["train_images_per_s"] for h in result.history) / len(result.history), 1),
+                "mean_train_images_per_s": round(
+                    sum(h["train_images_per_s"] for h in result.history) / len(result.history), 1
+                ),
                 "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
                 "date": time.strftime("%Y-%m-%d"),
             }

@@ -59,7 +59,12 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
-    results = {"date": time.strftime("%Y-%m-%d"), "device": str(device), "threads": torch.get_num_threads(), "cores": os.cpu_count()}
+    results = {
+        "date": time.strftime("%Y-%m-%d"),
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "cores": os.cpu_count(),
+    }
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = make_jpegs(Path(tmp), args.images)
@@ -88,9 +93,13 @@ def main() -> None:
             if device.type == "cuda":
                 torch.cuda.synchronize()
 
-        results[f"train_step_img_per_s_{name}"] = round(args.batch_size / timed(step, 3 if device.type == "cpu" else 20), 1)
+        results[f"train_step_img_per_s_{name}"] = round(
+            args.batch_size / timed(step, 3 if device.type == "cpu" else 20), 1
+        )
 
-    results["augment_over_train_step"] = round(results["augment_img_per_s"] / results["train_step_img_per_s_mobilevit_xxs_keras"], 1)
+    results["augment_over_train_step"] = round(
+        results["augment_img_per_s"] / results["train_step_img_per_s_mobilevit_xxs_keras"], 1
+    )
     print(json.dumps(results))
 
 

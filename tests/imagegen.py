@@ -48,7 +48,11 @@ def image_bytes(mode: str, size=(40, 30), fmt: str = "PNG", color=None) -> bytes
         image = Image.fromarray(rng.integers(0, 255, (*size[::-1], 3), dtype=np.uint8)).convert("P")
     else:
         channels = {"L": 1, "RGB": 3, "RGBA": 4, "CMYK": 4, "LA": 2}[mode]
-        array = rng.integers(0, 255, (*size[::-1], channels), dtype=np.uint8) if color is None else np.full((*size[::-1], channels), color, np.uint8)
+        array = (
+            rng.integers(0, 255, (*size[::-1], channels), dtype=np.uint8)
+            if color is None
+            else np.full((*size[::-1], channels), color, np.uint8)
+        )
         image = Image.fromarray(array.squeeze(-1) if channels == 1 else array, mode=mode)
     out = io.BytesIO()
     image.save(out, format=fmt)

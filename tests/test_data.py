@@ -83,7 +83,9 @@ def test_folder_with_every_mode_and_broken_files(tmp_path):
     assert data.train.images.shape[1:] == (3, 32, 32)
 
 
-@pytest.mark.parametrize("mode, fmt", [("L", "PNG"), ("RGBA", "PNG"), ("P", "PNG"), ("CMYK", "JPEG"), ("I;16", "PNG"), ("LA", "PNG")])
+@pytest.mark.parametrize(
+    "mode, fmt", [("L", "PNG"), ("RGBA", "PNG"), ("P", "PNG"), ("CMYK", "JPEG"), ("I;16", "PNG"), ("LA", "PNG")]
+)
 def test_every_mode_becomes_rgb(tmp_path, mode, fmt):
     path = tmp_path / f"img.{fmt.lower()}"
     path.write_bytes(image_bytes(mode, (30, 20), fmt))

@@ -77,7 +77,11 @@ def to_hub_names(state_dict):
     out = {}
     for key, value in state_dict.items():
         key = re.sub(r"\.layers\.(\d+)\.", r".encoder.layer.\1.", key)
-        key = re.sub(r"attention\.(q|k|v)_proj", lambda m: "attention.attention." + dict(q="query", k="key", v="value")[m[1]], key)
+        key = re.sub(
+            r"attention\.(q|k|v)_proj",
+            lambda m: "attention.attention." + dict(q="query", k="key", v="value")[m[1]],
+            key,
+        )
         key = key.replace("attention.o_proj", "attention.output.dense")
         key = key.replace("mlp.fc1", "intermediate.dense").replace("mlp.fc2", "output.dense")
         out[key] = value
@@ -114,7 +118,11 @@ def to_cvnets_names(hf_state):
     for key, value in hf_state.items():
         if key.endswith("num_batches_tracked"):
             continue
-        k = key.replace("mobilevit.", "").replace(".convolution.", ".block.conv.").replace(".normalization.", ".block.norm.")
+        k = (
+            key.replace("mobilevit.", "")
+            .replace(".convolution.", ".block.conv.")
+            .replace(".normalization.", ".block.norm.")
+        )
         k = k.replace("conv_stem.", "conv_1.").replace("classifier.", "classifier.fc.")
         k = k.replace("expand_1x1", "block.exp_1x1").replace("reduce_1x1", "block.red_1x1")
         k = re.sub(r"(layer\.\d+\.(layer\.\d+|downsampling_layer))\.conv_3x3", r"\1.block.conv_3x3", k)
@@ -128,7 +136,9 @@ def to_cvnets_names(hf_state):
             k = k.replace(".conv_projection.", ".conv_proj.")
             k = re.sub(r"\.layernorm\.", f".global_rep.{depth[i]}.", k)
             k = re.sub(r"\.transformer\.layer\.(\d+)\.", r".global_rep.\1.", k)
-            k = k.replace("layernorm_before", "pre_norm_mha.0").replace("attention.output.dense", "pre_norm_mha.1.out_proj")
+            k = k.replace("layernorm_before", "pre_norm_mha.0").replace(
+                "attention.output.dense", "pre_norm_mha.1.out_proj"
+            )
             k = k.replace("layernorm_after", "pre_norm_ffn.0").replace("intermediate.dense", "pre_norm_ffn.1")
             k = k.replace("output.dense", "pre_norm_ffn.4")
             qkv = re.match(r"(.*)\.attention\.attention\.(query|key|value)\.(weight|bias)$", k)
@@ -187,3 +197,26 @@ def test_matches_timm(name):
         x = torch.rand(3, 3, *size)
         with torch.no_grad():
             assert_same_logits(model(x), reference(x))
+
+
+def test_mobilevit_training_gradients_match_transformers():
+    # train mode (BatchNorm on batch statistics), dropout off in both: the in-place activations and the
+    # channels_last-aware unfold/fold must give transformers' gradients
+    config = transformers.MobileViTConfig(
+        num_labels=10, hidden_dropout_prob=0.0, classifier_dropout_prob=0.0, **MOBILEVIT_HF_CONFIGS["mobilevit_xxs"]
+    )
+    reference = randomize_(transformers.MobileViTForImageClassification(config)).train()
+    model = vitkit.create_model("mobilevit_xxs", num_classes=10, drop_rate=0.0, head_drop_rate=0.0).train()
+    vitkit.load_weights(model, reference.state_dict())
+    x = torch.rand(2, 3, 96, 96)
+    y = torch.tensor([1, 7])
+    torch.nn.functional.cross_entropy(reference(pixel_values=x).logits, y).backward()
+    model.to(memory_format=torch.channels_last)
+    torch.nn.functional.cross_entropy(model(x.contiguous(memory_format=torch.channels_last)), y).backward()
+    pairs = [
+        (model.stem.conv.weight, reference.mobilevit.conv_stem.convolution.weight),
+        (model.stages[2][1].local_kxk.conv.weight, reference.mobilevit.encoder.layer[2].conv_kxk.convolution.weight),
+        (model.head.weight, reference.classifier.weight),
+    ]
+    for ours, theirs in pairs:
+        torch.testing.assert_close(ours.grad.contiguous(), theirs.grad, atol=1e-5, rtol=1e-3)

@@ -11,7 +11,14 @@ from vitkit.models.layers import Attention
 from vitkit.models.summary import count_macs, summarize
 
 SEED_SUMMARY = Path(__file__).parent / "data" / "keras_mobilevit_xxs_summary.txt"
-KERAS_KINDS = {"Conv2D": "conv", "DepthwiseConv": "conv", "BatchNorm": "bn", "MultiHead": "mha", "LayerNorm": "ln", "Dense": "dense"}
+KERAS_KINDS = {
+    "Conv2D": "conv",
+    "DepthwiseConv": "conv",
+    "BatchNorm": "bn",
+    "MultiHead": "mha",
+    "LayerNorm": "ln",
+    "Dense": "dense",
+}
 
 
 def keras_layers():
@@ -37,7 +44,9 @@ def vitkit_layers(model, size=256):
             if out.dim() == 4:  # [B, C, H, W] -> (H*W, C), as Keras' NHWC
                 rows.append((kind, params, (per_sample[1] * per_sample[2], per_sample[0])))
             else:  # [B, N, D] or [B, D]
-                rows.append((kind, params, (int(torch.tensor(per_sample[:-1]).prod()) if out.dim() > 2 else 1, per_sample[-1])))
+                rows.append(
+                    (kind, params, (int(torch.tensor(per_sample[:-1]).prod()) if out.dim() > 2 else 1, per_sample[-1]))
+                )
 
         return hook
 
@@ -67,7 +76,9 @@ def test_keras_preset_has_the_layers_of_the_seed_summary():
     actual = vitkit_layers(vitkit.create_model("mobilevit_xxs_keras", num_classes=5))
     assert actual == expected
     total = re.search(r"Total params: ([\d,]+)", SEED_SUMMARY.read_text())[1]
-    assert summarize(vitkit.create_model("mobilevit_xxs_keras", num_classes=5)).keras_total_params == int(total.replace(",", ""))
+    assert summarize(vitkit.create_model("mobilevit_xxs_keras", num_classes=5)).keras_total_params == int(
+        total.replace(",", "")
+    )
 
 
 def test_vit_b16_macs_match_the_formula():
@@ -92,7 +103,10 @@ def test_summary_command(capsys):
     out = capsys.readouterr().out
     assert "stages.2 (InvertedResidual, MobileViTBlock)" in out
     assert "[1, 48, 25, 25]" in out  # 200 -> 100 -> 50 -> 25
-    assert f"Trainable params: {sum(p.numel() for p in vitkit.create_model('mobilevit_xxs', num_classes=5).parameters()):,}" in out
+    assert (
+        f"Trainable params: {sum(p.numel() for p in vitkit.create_model('mobilevit_xxs', num_classes=5).parameters()):,}"
+        in out
+    )
 
 
 def test_summary_command_errors_in_one_line(capsys):

@@ -97,14 +97,18 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     out = tmp_path / "run"
-    config = build_config(overrides={"model": "vit_cifar", "data": "digits", "image_size": 32, "epochs": 1, "output": str(out)})
+    config = build_config(
+        overrides={"model": "vit_cifar", "data": "digits", "image_size": 32, "epochs": 1, "output": str(out)}
+    )
     vitkit.train(config)
     good = (out / "last.safetensors").read_bytes()
     state = torch.load(out / "last.state.pt", weights_only=True)
     state["model"]["head.weight"].fill_(float("nan"))  # poison the weights the resumed run starts from
     torch.save(state, out / "last.state.pt")
     config.epochs = 2
-    with pytest.raises(TrainingDiverged, match=r"the loss became nan at epoch 2, step 1; the last good checkpoint is kept"):
+    with pytest.raises(
+        TrainingDiverged, match=r"the loss became nan at epoch 2, step 1; the last good checkpoint is kept"
+    ):
         vitkit.train(config, resume=True)
     assert (out / "last.safetensors").read_bytes() == good
     assert json.loads((out / "last.json").read_text())["epoch"] == 1
@@ -114,9 +118,26 @@ def test_two_process_torchrun_on_cpu(tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "vitkit", "train", *QUICK, "--epochs", "1", "--output", str(out)],  # fmt: skip
-        env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "vitkit",
+            "train",
+            *QUICK,
+            "--epochs",
+            "1",
+            "--output",
+            str(out),
+        ],  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "x 2 process(es)" in proc.stdout
@@ -136,7 +157,13 @@ def test_every_shipped_recipe_is_valid():
 
 def test_command_line_overrides_the_recipe():
     config = build_config("cifar10_vit", {"lr": "0.01", "channels_last": True, "ema_decay": "0.99"})
-    assert (config.model, config.lr, config.weight_decay, config.channels_last, config.ema_decay) == ("vit_cifar", 0.01, 1e-4, True, 0.99)
+    assert (config.model, config.lr, config.weight_decay, config.channels_last, config.ema_decay) == (
+        "vit_cifar",
+        0.01,
+        1e-4,
+        True,
+        0.99,
+    )
     with pytest.raises(ValueError, match="Unknown training option learning_rate"):
         build_config("cifar10_vit", {"learning_rate": 1})
 

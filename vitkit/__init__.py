@@ -7,4 +7,14 @@ from vitkit.weights import load_weights
 
 __version__ = "0.1.0"
 
-__all__ = ["Preprocess", "TrainConfig", "create_model", "evaluate", "list_models", "load_weights", "predict", "train", "__version__"]
+__all__ = [
+    "Preprocess",
+    "TrainConfig",
+    "create_model",
+    "evaluate",
+    "list_models",
+    "load_weights",
+    "predict",
+    "train",
+    "__version__",
+]

@@ -47,7 +47,11 @@ def run_predict(args: argparse.Namespace) -> int:
         raise ValueError("--top-k must be 1 or more.")
     for p in predict(args.checkpoint, args.inputs, args.top_k, device=args.device):
         if args.json:
-            record = {"path": p.path, "error": p.error} if p.error else {"path": p.path, "top": [{"class": c, "probability": round(v, 6)} for c, v in p.top]}
+            record = (
+                {"path": p.path, "error": p.error}
+                if p.error
+                else {"path": p.path, "top": [{"class": c, "probability": round(v, 6)} for c, v in p.top]}
+            )
             print(json.dumps(record))
         elif p.error:
             print(f"{p.path}: skipped ({p.error})")

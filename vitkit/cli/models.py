@@ -29,7 +29,15 @@ def run_models(args: argparse.Namespace) -> int:
     rows = []
     for name in names:
         s = summarize(create_model(name))
-        rows.append((name, f"{s.trainable_params:,}", format_macs(s.macs), str(s.input_shape[-1]), get_model_spec(name).description))
+        rows.append(
+            (
+                name,
+                f"{s.trainable_params:,}",
+                format_macs(s.macs),
+                str(s.input_shape[-1]),
+                get_model_spec(name).description,
+            )
+        )
     header = ("model", "params (1000 classes)", "MACs", "input", "description")
     if args.markdown:
         print("| " + " | ".join(header) + " |")
@@ -38,9 +46,15 @@ def run_models(args: argparse.Namespace) -> int:
             print("| " + " | ".join((f"`{row[0]}`",) + row[1:]) + " |")
         return 0
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(4)]
-    print("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths))) + "  " + header[4])
+    print(
+        "  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths)))
+        + "  "
+        + header[4]
+    )
     for row in rows:
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) + "  " + row[4])
+        print(
+            "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) + "  " + row[4]
+        )
     return 0
 
 

@@ -28,7 +28,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--recipe", help="a shipped recipe name (see `vitkit recipes`) or a YAML file")
     p.add_argument("--model", help="model preset (see `vitkit models`)")
-    p.add_argument("--data", help="digits | fashion-mnist[:PATH] | cifar10[:PATH] | flowers[:PATH] | folder:PATH | PATH")
+    p.add_argument(
+        "--data", help="digits | fashion-mnist[:PATH] | cifar10[:PATH] | flowers[:PATH] | folder:PATH | PATH"
+    )
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--image-size", type=int)
@@ -83,7 +85,9 @@ def run_train(args: argparse.Namespace) -> int:
     except TrainingDiverged as e:
         raise ValueError(f"training diverged: {e}") from None
     except KeyboardInterrupt:
-        raise ValueError(f"interrupted; continue with the same command plus --resume (output {config.resolved_output()})") from None
+        raise ValueError(
+            f"interrupted; continue with the same command plus --resume (output {config.resolved_output()})"
+        ) from None
     return 0
 
 

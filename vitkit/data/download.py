@@ -79,10 +79,14 @@ def download_file(remote: RemoteFile, dest_dir: Path) -> Path:
                     out.write(block)
                     bar.update(len(block))
         if not _verified(tmp, remote):
-            raise ValueError(f"{remote.url} arrived with the wrong checksum (corrupt or changed upstream); try again later.")
+            raise ValueError(
+                f"{remote.url} arrived with the wrong checksum (corrupt or changed upstream); try again later."
+            )
         os.replace(tmp, dest)
     except OSError as e:
-        raise ValueError(f"Could not download {remote.url} ({e}); check the network or place the file in {dest_dir}.") from None
+        raise ValueError(
+            f"Could not download {remote.url} ({e}); check the network or place the file in {dest_dir}."
+        ) from None
     finally:
         tmp.unlink(missing_ok=True)
     return dest

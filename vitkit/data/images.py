@@ -60,7 +60,9 @@ class DecodeReport:
         if not self.skipped:
             return f"{self.total} images decoded"
         shown = ", ".join(Path(p).name for p in self.skipped[:3]) + (" ..." if len(self.skipped) > 3 else "")
-        return f"{self.total - len(self.skipped)} images decoded, {len(self.skipped)} unreadable files skipped ({shown})"
+        return (
+            f"{self.total - len(self.skipped)} images decoded, {len(self.skipped)} unreadable files skipped ({shown})"
+        )
 
 
 def _decode_chunk(args: tuple[list[str], int]) -> list[np.ndarray | None]:
@@ -81,7 +83,14 @@ def decode_files(paths: list[str], size: int, workers: int = 0) -> tuple[np.ndar
 
         with ProcessPoolExecutor(workers) as pool:
             results = list(
-                tqdm(pool.map(_decode_chunk, jobs), total=len(jobs), desc="decoding images", unit="chunk", leave=False, disable=None)
+                tqdm(
+                    pool.map(_decode_chunk, jobs),
+                    total=len(jobs),
+                    desc="decoding images",
+                    unit="chunk",
+                    leave=False,
+                    disable=None,
+                )
             )
     else:
         results = [_decode_chunk(job) for job in jobs]

@@ -16,7 +16,18 @@ import torch
 from vitkit.data import download
 from vitkit.data.images import IMAGE_EXTENSIONS, DecodeReport, decode_files
 
-FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+FASHION_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
 
@@ -50,7 +61,9 @@ class DataSplits:
         return text + (f"; {skipped} unreadable files skipped" if skipped else "")
 
 
-def load_data(spec: str, base_size: int = 256, val_fraction: float = 0.1, split_seed: int = 0, workers: int = 0) -> DataSplits:
+def load_data(
+    spec: str, base_size: int = 256, val_fraction: float = 0.1, split_seed: int = 0, workers: int = 0
+) -> DataSplits:
     """Resolve a ``--data`` spec. Folder images are decoded once, squashed to ``base_size`` x ``base_size``."""
     kind, _, arg = spec.partition(":")
     if kind == "digits":
@@ -179,7 +192,9 @@ def _cifar10(folder: Path | None) -> DataSplits:
         folder = folder / "cifar-10-batches-py"
     train_files = sorted(folder.glob("data_batch_*"))
     if not train_files or not (folder / "test_batch").is_file():
-        raise FileNotFoundError(f"{folder} has no data_batch_* and test_batch files; give the cifar-10-batches-py folder.")
+        raise FileNotFoundError(
+            f"{folder} has no data_batch_* and test_batch files; give the cifar-10-batches-py folder."
+        )
     train = [_read_cifar_batch(p) for p in train_files]
     test_images, test_labels = _read_cifar_batch(folder / "test_batch")
     return DataSplits(
@@ -203,7 +218,12 @@ def scan_class_folders(root: Path) -> tuple[list[str], list[str], list[int]]:
 
 
 def load_folder(
-    root: Path, base_size: int, val_fraction: float = 0.1, split_seed: int = 0, workers: int = 0, name: str | None = None
+    root: Path,
+    base_size: int,
+    val_fraction: float = 0.1,
+    split_seed: int = 0,
+    workers: int = 0,
+    name: str | None = None,
 ) -> DataSplits:
     """A class-per-folder tree, with ``train/`` and ``val/`` (or ``test/``) sub-folders or a seeded split."""
     root = Path(root)
@@ -218,7 +238,9 @@ def load_folder(
         val_classes, val_paths, val_labels = scan_class_folders(val_dir)
         unknown = sorted(set(val_classes) - set(classes))
         if unknown:
-            raise ValueError(f"{val_dir} has classes that {root}/train lacks ({', '.join(unknown)}); give both the same classes.")
+            raise ValueError(
+                f"{val_dir} has classes that {root}/train lacks ({', '.join(unknown)}); give both the same classes."
+            )
         val_labels = [classes.index(val_classes[i]) for i in val_labels]
     else:
         classes, paths, labels = _checked_scan(root)
@@ -242,7 +264,9 @@ def _checked_scan(root: Path) -> tuple[list[str], list[str], list[int]]:
     if not paths:
         raise ValueError(f"{root} holds no images in class folders; lay it out as {root}/<class>/<image files>.")
     if len(classes) < 2:
-        raise ValueError(f"{root} has images of one class only ({classes[0]}); a classifier needs two or more class folders.")
+        raise ValueError(
+            f"{root} has images of one class only ({classes[0]}); a classifier needs two or more class folders."
+        )
     return classes, paths, labels
 
 

@@ -86,6 +86,8 @@ class KerasMobileViTBlock(nn.Module):
 
 
 class KerasMobileViT(nn.Module):
+    prefers_channels_last = True  # convolutions dominate: NHWC trains 1.3x faster on CPU (benchmarks/RESULTS.md)
+
     def __init__(self, cfg: KerasMobileViTConfig, num_classes: int = 1000, in_chans: int = 3):
         super().__init__()
         self.config = cfg

@@ -79,9 +79,7 @@ def create_model(name: str, num_classes: int = 1000, **overrides) -> nn.Module:
     fields = {f.name for f in dataclasses.fields(spec.config)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
-        raise ValueError(
-            f"{name} has no option {', '.join(unknown)}; valid options are: {', '.join(sorted(fields))}."
-        )
+        raise ValueError(f"{name} has no option {', '.join(unknown)}; valid options are: {', '.join(sorted(fields))}.")
     config = dataclasses.replace(spec.config, **overrides)
     model = spec.model_cls(config, num_classes=num_classes)
     model.name = name

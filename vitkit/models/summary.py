@@ -51,7 +51,9 @@ class ModelSummary:
         lines = [f'Model: "{self.model_name}"  input {list(self.input_shape)}', rule, header, rule]
         for r in self.rows:
             shape = str(list(r.output_shape)) if r.output_shape else "-"
-            lines.append(f"{r.name + ' (' + r.kind + ')':<{name_w}}  {shape:<22} {r.params:>12,} {format_macs(r.macs):>10}")
+            lines.append(
+                f"{r.name + ' (' + r.kind + ')':<{name_w}}  {shape:<22} {r.params:>12,} {format_macs(r.macs):>10}"
+            )
         lines += [
             rule,
             f"Total params: {self.keras_total_params:,} (as Keras counts: BatchNorm statistics included)",
@@ -111,7 +113,9 @@ def _kind(module: nn.Module) -> str:
 
 
 @torch.no_grad()
-def summarize(model: nn.Module, image_size: int | None = None, batch_size: int = 1, layers: bool = False) -> ModelSummary:
+def summarize(
+    model: nn.Module, image_size: int | None = None, batch_size: int = 1, layers: bool = False
+) -> ModelSummary:
     """Run one forward pass at ``image_size`` (default: the model's) and tabulate it per stage, or with
     ``layers`` per layer (the granularity of Keras' summary)."""
     size = image_size or model.preprocess.input_size

@@ -56,6 +56,8 @@ class PatchEmbed(nn.Module):
 
 
 class VisionTransformer(nn.Module):
+    prefers_channels_last = False  # token-major already: nothing to gain
+
     def __init__(self, cfg: ViTConfig, num_classes: int = 1000, in_chans: int = 3):
         super().__init__()
         self.config = cfg

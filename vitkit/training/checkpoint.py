@@ -21,7 +21,9 @@ from vitkit.utils import atomic_path, atomic_write_text
 FORMAT = "vitkit-checkpoint/1"
 
 
-def save_checkpoint(folder: Path, name: str, weights: dict[str, torch.Tensor], meta: dict[str, Any], state: dict | None = None) -> Path:
+def save_checkpoint(
+    folder: Path, name: str, weights: dict[str, torch.Tensor], meta: dict[str, Any], state: dict | None = None
+) -> Path:
     """Write NAME.safetensors, NAME.json and (with ``state``) NAME.state.pt, each atomically; the JSON last,
     so a JSON on disk always describes complete weights."""
     from safetensors.torch import save_file
@@ -33,7 +35,9 @@ def save_checkpoint(folder: Path, name: str, weights: dict[str, torch.Tensor], m
     if state is not None:
         with atomic_path(folder / f"{name}.state.pt") as tmp:
             torch.save(state, tmp)
-    atomic_write_text(folder / f"{name}.json", json.dumps({"format": FORMAT, **meta, "weights": f"{name}.safetensors"}, indent=2))
+    atomic_write_text(
+        folder / f"{name}.json", json.dumps({"format": FORMAT, **meta, "weights": f"{name}.safetensors"}, indent=2)
+    )
     return folder / f"{name}.json"
 
 

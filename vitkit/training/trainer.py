@@ -37,7 +37,9 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
 
 
-def train(config: TrainConfig | None = None, *, recipe: str | None = None, resume: bool = False, **overrides) -> TrainResult:
+def train(
+    config: TrainConfig | None = None, *, recipe: str | None = None, resume: bool = False, **overrides
+) -> TrainResult:
     """Train a model; the Python twin of ``vitkit train``.
 
     ``train(recipe="digits_quickstart", epochs=3)`` or ``train(TrainConfig(model=..., data=...))``.
@@ -74,6 +76,7 @@ class Run:
     scaler: torch.amp.GradScaler
     ema: nn.Module | None
     amp_dtype: torch.dtype | None
+    channels_last: bool
     train_tf: BatchTransform
     eval_tf: BatchTransform
     start_epoch: int = 0
@@ -94,7 +97,16 @@ def _run(cfg: TrainConfig, resume: bool, info: distributed.DistInfo, device: tor
     for epoch in range(run.start_epoch, cfg.epochs):
         started = time.perf_counter()
         train_meter = train_one_epoch(run, epoch)
-        val_meter = evaluate(run.eval_model, run.data.val, run.eval_tf, device, cfg.batch_size * 2, info, run.amp_dtype, cfg.channels_last)
+        val_meter = evaluate(
+            run.eval_model,
+            run.data.val,
+            run.eval_tf,
+            device,
+            cfg.batch_size * 2,
+            info,
+            run.amp_dtype,
+            run.channels_last,
+        )
         seconds = time.perf_counter() - started
         record = {
             "epoch": epoch + 1,
@@ -134,7 +146,9 @@ def setup(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device, lo
     size = model_args.get("image_size", spec.config.image_size)
     crop_pct = cfg.crop_pct or spec.preprocess.crop_pct
 
-    data = load_data(cfg.data, max(round(size * cfg.train_resize), round(size / crop_pct)), cfg.val_fraction, 0, cfg.workers)
+    data = load_data(
+        cfg.data, max(round(size * cfg.train_resize), round(size / crop_pct)), cfg.val_fraction, 0, cfg.workers
+    )
     log(data.describe())
     for report in data.reports:
         if report.skipped:
@@ -146,7 +160,8 @@ def setup(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device, lo
         log(f"  {load_weights(model, cfg.pretrained)} from {cfg.pretrained}")
     preprocess = {**model.preprocess.to_dict(), "input_size": size, "crop_pct": crop_pct}
     model.to(device)
-    if cfg.channels_last:
+    channels_last = cfg.channels_last if cfg.channels_last is not None else model.prefers_channels_last
+    if channels_last:
         model.to(memory_format=torch.channels_last)
 
     optimizer = build_optimizer(model, cfg)
@@ -159,7 +174,9 @@ def setup(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device, lo
     amp_dtype = resolve_amp(cfg.amp, device)
     train_model: nn.Module = model
     if info.enabled:
-        train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     if cfg.compile:
         train_model = torch.compile(train_model)
     mean, std = preprocess["mean"], preprocess["std"]
@@ -168,11 +185,12 @@ def setup(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device, lo
         atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     log(
         f"training {cfg.model} ({sum(p.numel() for p in model.parameters()):,} params) at {size}px, "
-        f"batch {cfg.batch_size} x {info.world_size} process(es), {cfg.epochs} epochs on {device} -> {out}"
+        f"batch {cfg.batch_size} x {info.world_size} process(es), {cfg.epochs} epochs on {device}"
+        f"{' (channels_last)' if channels_last else ''} -> {out}"
     )
     return Run(
         cfg, info, device, out, data, model, train_model, model_args, preprocess, optimizer, scheduler,
-        torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16), ema, amp_dtype,
+        torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16), ema, amp_dtype, channels_last,
         train_tf=BatchTransform(size, mean, std, cfg.augment, cfg.train_resize, crop_pct),
         eval_tf=BatchTransform(size, mean, std, "none", crop_pct=crop_pct),
     )  # fmt: skip
@@ -271,7 +289,9 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
     raise ValueError(f"Unknown --amp '{amp}'; choose auto, bf16, fp16 or none.")
 
 
-def shard_batches(n: int, batch_size: int, generator: torch.Generator | None, info: distributed.DistInfo) -> list[torch.Tensor]:
+def shard_batches(
+    n: int, batch_size: int, generator: torch.Generator | None, info: distributed.DistInfo
+) -> list[torch.Tensor]:
     """Batches of indices for this process: a shared (shuffled) order, every world_size-th index."""
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     if generator is not None:  # training: equal shards so every process takes the same number of steps
@@ -291,11 +311,17 @@ def train_one_epoch(run: Run, epoch: int) -> ClassificationMeter:
     torch.manual_seed(seed_for(cfg.seed, epoch, 1000 + info.rank))  # dropout
     meter = ClassificationMeter(run.model.num_classes, device)
     batches = shard_batches(len(data), cfg.batch_size, order_gen, info)
-    bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False, disable=None if info.is_main else True)
+    bar = tqdm(
+        batches,
+        desc=f"epoch {epoch + 1}/{cfg.epochs}",
+        unit="batch",
+        leave=False,
+        disable=None if info.is_main else True,
+    )
     for step, idx in enumerate(bar):
         x = run.train_tf(data.images[idx].to(device, non_blocking=True), augment_gen)
         y = data.labels[idx].to(device, non_blocking=True)
-        if cfg.channels_last:
+        if run.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=run.amp_dtype or torch.float32, enabled=run.amp_dtype is not None):
             logits = model(x)
@@ -330,7 +356,9 @@ def check_finite(loss: torch.Tensor, epoch: int, step: int, cfg: TrainConfig, in
 
 
 @torch.no_grad()
-def evaluate(model, data: ImageSet, transform, device, batch_size: int, info=None, amp_dtype=None, channels_last=False) -> ClassificationMeter:
+def evaluate(
+    model, data: ImageSet, transform, device, batch_size: int, info=None, amp_dtype=None, channels_last=False
+) -> ClassificationMeter:
     """Loss, top-1/top-5 and confusion matrix of ``model`` on ``data``, shared out across processes."""
     info = info or distributed.DistInfo()
     model.eval()
