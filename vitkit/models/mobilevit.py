@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vitkit.models.layers import ConvNormAct, InvertedResidual, TransformerBlock
+from vitkit.models.layers import ConvClassifier, ConvNormAct, InvertedResidual, TransformerBlock
 from vitkit.models.registry import Preprocess, register_model
 
 
@@ -112,13 +112,10 @@ class MobileViTBlock(nn.Module):
         return self.fusion(torch.cat((shortcut, x), dim=1))
 
 
-class MobileViT(nn.Module):
-    prefers_channels_last = True  # convolutions dominate: NHWC trains 1.3x faster on CPU (benchmarks/RESULTS.md)
-
+class MobileViT(ConvClassifier):
     def __init__(self, cfg: MobileViTConfig, num_classes: int = 1000, in_chans: int = 3):
         super().__init__()
         self.config = cfg
-        self.num_classes = num_classes
         c1, c2, c3, c4, c5 = cfg.channels
         mv2 = dict(expansion=cfg.expansion)
         self.stem = ConvNormAct(in_chans, cfg.stem_chs, 3, stride=2)  # 128x128
@@ -135,35 +132,17 @@ class MobileViT(nn.Module):
             ],
         )
         self.final_conv = ConvNormAct(c5, cfg.num_features, 1)
-        self.num_features = cfg.num_features
-        self.head_drop = nn.Dropout(cfg.head_drop_rate)
-        self.head = nn.Linear(cfg.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """[B, 3, H, W] in [0, 1] -> [B, num_features, H/32, W/32]."""
-        return self.final_conv(self.stages(self.stem(x)))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = x.mean((2, 3))  # global average pool: [B, C, h, w] -> [B, C]
-        x = self.head_drop(x)
-        return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        self.init_head(cfg.num_features, num_classes, cfg.head_drop_rate)
 
 
 CONFIGS = {
-    # 1,272,024 params at 1000 classes, ~0.36 GMACs at 256
+    # 1,272,024 params at 1000 classes, 0.41 GMACs at 256
     "xxs": MobileViTConfig(
         channels=(16, 24, 48, 64, 80), dims=(64, 80, 96), num_features=320, expansion=2.0, drop_rate=0.05
     ),
-    # 2,317,848 params
+    # 2,317,848 params, 1.03 GMACs
     "xs": MobileViTConfig(channels=(32, 48, 64, 80, 96), dims=(96, 120, 144), num_features=384, expansion=4.0),
-    # 5,578,632 params
+    # 5,578,632 params, 2.00 GMACs
     "s": MobileViTConfig(channels=(32, 64, 96, 128, 160), dims=(144, 192, 240), num_features=640, expansion=4.0),
 }
 

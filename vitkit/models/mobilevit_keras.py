@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from vitkit.models.layers import ConvNormAct, InvertedResidual, TransformerBlock
+from vitkit.models.layers import ConvClassifier, ConvNormAct, InvertedResidual, TransformerBlock
 from vitkit.models.registry import Preprocess, register_model
 
 # Keras BatchNormalization defaults; Keras momentum 0.99 is PyTorch momentum 0.01
@@ -85,13 +85,10 @@ class KerasMobileViTBlock(nn.Module):
         return self.fusion(torch.cat((shortcut, x), dim=1))
 
 
-class KerasMobileViT(nn.Module):
-    prefers_channels_last = True  # convolutions dominate: NHWC trains 1.3x faster on CPU (benchmarks/RESULTS.md)
-
+class KerasMobileViT(ConvClassifier):
     def __init__(self, cfg: KerasMobileViTConfig, num_classes: int = 1000, in_chans: int = 3):
         super().__init__()
         self.config = cfg
-        self.num_classes = num_classes
         c1, c2, c3, c4, c5 = cfg.channels
         mv2 = dict(expansion=cfg.expansion, **_KERAS_BN)
         self.stem = conv_block(in_chans, cfg.stem_chs, 3, stride=2)  # 128x128
@@ -110,25 +107,8 @@ class KerasMobileViT(nn.Module):
             )
             in_chs = dim  # the fusion conv outputs d, and the next MV2 block expands d
         self.final_conv = conv_block(in_chs, cfg.num_features, 1)
-        self.num_features = cfg.num_features
-        self.head_drop = nn.Dropout(cfg.head_drop_rate)
-        self.head = nn.Linear(cfg.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """[B, 3, H, W] in [0, 1] (the example's ``Rescaling(1/255)``) -> [B, 320, H/32, W/32]."""
-        return self.final_conv(self.stages(self.stem(x)))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.head_drop(x.mean((2, 3)))  # global average pool: [B, C, h, w] -> [B, C]
-        # logits: the example's softmax belongs to the loss and to predict
-        return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        # the example's Rescaling(1/255) is the data pipeline's job: the model takes [0, 1] pixels
+        self.init_head(cfg.num_features, num_classes, cfg.head_drop_rate)
 
 
 register_model(

@@ -13,6 +13,16 @@ import torch
 StateDict = dict[str, torch.Tensor]
 Rules = list[tuple[str, str]]
 
+# one transformer layer in transformers' (v4) naming: shared by its ViT and MobileViT
+_HF_LAYER: Rules = [
+    (r"\.layernorm_before\.", ".norm1."),
+    (r"\.layernorm_after\.", ".norm2."),
+    (r"\.attention\.attention\.(query|key|value)\.", r".attn.\1."),
+    (r"\.attention\.output\.dense\.", ".attn.proj."),
+    (r"\.intermediate\.dense\.", ".mlp.fc1."),
+    (r"\.output\.dense\.", ".mlp.fc2."),
+]
+
 # transformers MobileViTForImageClassification (checkpoints apple/mobilevit-*)
 HF_MOBILEVIT: Rules = [
     (r"^mobilevit\.", ""),
@@ -28,12 +38,7 @@ HF_MOBILEVIT: Rules = [
     (r"\.conv_kxk\.", ".local_kxk."),
     (r"\.conv_1x1\.conv\.", ".local_1x1."),
     (r"\.transformer\.layer\.(\d+)\.", r".transformer.\1."),
-    (r"\.layernorm_before\.", ".norm1."),
-    (r"\.layernorm_after\.", ".norm2."),
-    (r"\.attention\.attention\.(query|key|value)\.", r".attn.\1."),
-    (r"\.attention\.output\.dense\.", ".attn.proj."),
-    (r"\.intermediate\.dense\.", ".mlp.fc1."),
-    (r"\.output\.dense\.", ".mlp.fc2."),
+    *_HF_LAYER,
     (r"\.layernorm\.", ".norm."),
     (r"\.conv_projection\.", ".proj."),
     (r"^conv_1x1_exp\.", "final_conv."),
@@ -92,12 +97,7 @@ HF_VIT: Rules = [
     (r"^embeddings\.position_embeddings$", "pos_embed"),
     (r"^embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
     (r"^encoder\.layer\.(\d+)\.", r"blocks.\1."),
-    (r"\.layernorm_before\.", ".norm1."),
-    (r"\.layernorm_after\.", ".norm2."),
-    (r"\.attention\.attention\.(query|key|value)\.", r".attn.\1."),
-    (r"\.attention\.output\.dense\.", ".attn.proj."),
-    (r"\.intermediate\.dense\.", ".mlp.fc1."),
-    (r"\.output\.dense\.", ".mlp.fc2."),
+    *_HF_LAYER,
     (r"^layernorm\.", "norm."),
     (r"^classifier\.", "head."),
 ]
