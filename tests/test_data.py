@@ -205,3 +205,12 @@ def test_identity_affine_is_identity():
     x = torch.rand(2, 3, 16, 16)
     theta = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]).expand(2, 2, 3)
     torch.testing.assert_close(affine(x, theta, 16), x, atol=1e-5, rtol=0)
+
+
+def test_transform_returns_the_models_memory_order():
+    images = torch.randint(0, 256, (2, 3, 40, 40), dtype=torch.uint8)
+    out = BatchTransform(32, augment="resize-crop-flip", train_resize=1.25, channels_last=True)(
+        images, torch.Generator().manual_seed(0)
+    )
+    assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+    assert BatchTransform(32)(images).is_contiguous()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from vitkit.data.images import IMAGE_EXTENSIONS, decode_image
+from vitkit.data.images import decode_image, list_images
 from vitkit.data.sources import load_data
 from vitkit.data.transforms import BatchTransform
 from vitkit.models import fuse
@@ -29,17 +30,19 @@ class EvalResult:
     data: str = ""
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items()}
+        return dataclasses.asdict(self)
 
 
 def eval_transform(model) -> BatchTransform:
     p = model.preprocess
-    return BatchTransform(p.input_size, p.mean, p.std, "none", crop_pct=p.crop_pct)
+    return BatchTransform(
+        p.input_size, p.mean, p.std, "none", crop_pct=p.crop_pct, channels_last=model.prefers_channels_last
+    )
 
 
 def load_for_inference(checkpoint: str | Path):
     """The checkpoint's model with BatchNorm folded into its convolutions, in the memory order it runs
-    fastest in (same logits, less work: 1.7x timm's inference throughput for MobileViT-XXS on CPU)."""
+    fastest in (same logits, less work: 1.88x timm's inference throughput for MobileViT-XXS on CPU)."""
     model, meta = load_model(checkpoint)
     fused = fuse(model)  # the copy keeps name, preprocess and class_names
     if fused.prefers_channels_last:
@@ -62,9 +65,7 @@ def evaluate(
             f"{data} has classes {splits.class_names[:5]}... but the checkpoint was trained on "
             f"{meta['class_names'][:5]}...; evaluate on data with the same class folders."
         )
-    meter = evaluate_model(
-        model, splits.val, eval_transform(model), dev, batch_size, channels_last=model.prefers_channels_last
-    )
+    meter = evaluate_model(model, splits.val, eval_transform(model), dev, batch_size)
     names = meta["class_names"]
     result = EvalResult(
         top1=meter.top1,
@@ -102,7 +103,7 @@ def expand_inputs(inputs: list[str | Path]) -> list[Path]:
     paths = []
     for item in map(Path, inputs):
         if item.is_dir():
-            paths += sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+            paths += list_images(item)
         elif item.exists():
             paths.append(item)
         else:
@@ -133,10 +134,7 @@ def predict(
         probs = iter([])
         if good:
             batch = torch.from_numpy(np.stack(good)).permute(0, 3, 1, 2).to(dev)
-            x = transform(batch)
-            if model.prefers_channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            probs = iter(model(x).float().softmax(dim=1).cpu())
+            probs = iter(model(transform(batch)).float().softmax(dim=1).cpu())
         for path, array in zip(chunk, arrays):
             if array is None:
                 results.append(Prediction(str(path), error="unreadable image"))

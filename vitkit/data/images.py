@@ -13,6 +13,11 @@ import numpy as np
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
 
+def list_images(folder: Path) -> list[Path]:
+    """Image files below ``folder`` (recursively, by extension), sorted."""
+    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
 def to_rgb(image) -> "PIL.Image.Image":  # noqa: F821
     """Any PIL mode (L, LA, P, RGBA, CMYK, I;16, I, F, ...) -> RGB; transparency is composited on white."""
     from PIL import Image

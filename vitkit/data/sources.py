@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from vitkit.data import download
-from vitkit.data.images import IMAGE_EXTENSIONS, DecodeReport, decode_files
+from vitkit.data.images import DecodeReport, decode_files, list_images
 
 FASHION_CLASSES = [
     "T-shirt/top",
@@ -209,7 +209,7 @@ def scan_class_folders(root: Path) -> tuple[list[str], list[str], list[int]]:
     """``root/<class>/**/<image>`` -> (class names, file paths, labels); folders without images are not classes."""
     classes, paths, labels = [], [], []
     for folder in sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")):
-        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        files = list_images(folder)
         if files:
             paths += [str(p) for p in files]
             labels += [len(classes)] * len(files)

@@ -82,7 +82,8 @@ def random_resized_crop_theta(
 
 
 class BatchTransform:
-    """uint8 [B, 3, H, W] -> normalized float [B, 3, S, S], for training (``augment``) or evaluation."""
+    """uint8 [B, 3, H, W] -> normalized float [B, 3, S, S], for training (``augment``) or evaluation, in the
+    memory order the model runs in (``channels_last``)."""
 
     def __init__(
         self,
@@ -92,11 +93,13 @@ class BatchTransform:
         augment: str = "none",
         train_resize: float = 1.0,
         crop_pct: float = 1.0,
+        channels_last: bool = False,
     ):
         if augment not in AUGMENTATIONS:
             raise ValueError(f"Unknown augmentation '{augment}'; choose one of {', '.join(AUGMENTATIONS)}.")
         self.size, self.augment = image_size, augment
         self.train_resize, self.crop_pct = train_resize, crop_pct
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format  # the model's
         self.mean = torch.tensor(mean).view(1, 3, 1, 1)
         self.std = torch.tensor(std).view(1, 3, 1, 1)
 
@@ -111,4 +114,5 @@ class BatchTransform:
             x = affine(resize(x, S), keras_vit_theta(len(x), generator), S)
         elif self.augment == "random-resized-crop":  # the paper's ImageNet pipeline
             x = affine(x, random_resized_crop_theta(len(x), generator), S)
-        return (x - self.mean.to(x)) / self.std.to(x)
+        x = (x - self.mean.to(x)) / self.std.to(x)
+        return x.contiguous(memory_format=self.memory_format)

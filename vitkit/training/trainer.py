@@ -76,7 +76,6 @@ class Run:
     scaler: torch.amp.GradScaler
     ema: nn.Module | None
     amp_dtype: torch.dtype | None
-    channels_last: bool
     train_tf: BatchTransform
     eval_tf: BatchTransform
     start_epoch: int = 0
@@ -97,16 +96,7 @@ def _run(cfg: TrainConfig, resume: bool, info: distributed.DistInfo, device: tor
     for epoch in range(run.start_epoch, cfg.epochs):
         started = time.perf_counter()
         train_meter = train_one_epoch(run, epoch)
-        val_meter = evaluate(
-            run.eval_model,
-            run.data.val,
-            run.eval_tf,
-            device,
-            cfg.batch_size * 2,
-            info,
-            run.amp_dtype,
-            run.channels_last,
-        )
+        val_meter = evaluate(run.eval_model, run.data.val, run.eval_tf, device, cfg.batch_size * 2, info, run.amp_dtype)
         seconds = time.perf_counter() - started
         record = {
             "epoch": epoch + 1,
@@ -190,9 +180,9 @@ def setup(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device, lo
     )
     return Run(
         cfg, info, device, out, data, model, train_model, model_args, preprocess, optimizer, scheduler,
-        torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16), ema, amp_dtype, channels_last,
-        train_tf=BatchTransform(size, mean, std, cfg.augment, cfg.train_resize, crop_pct),
-        eval_tf=BatchTransform(size, mean, std, "none", crop_pct=crop_pct),
+        torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16), ema, amp_dtype,
+        train_tf=BatchTransform(size, mean, std, cfg.augment, cfg.train_resize, crop_pct, channels_last),
+        eval_tf=BatchTransform(size, mean, std, "none", crop_pct=crop_pct, channels_last=channels_last),
     )  # fmt: skip
 
 
@@ -321,8 +311,6 @@ def train_one_epoch(run: Run, epoch: int) -> ClassificationMeter:
     for step, idx in enumerate(bar):
         x = run.train_tf(data.images[idx].to(device, non_blocking=True), augment_gen)
         y = data.labels[idx].to(device, non_blocking=True)
-        if run.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=run.amp_dtype or torch.float32, enabled=run.amp_dtype is not None):
             logits = model(x)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
@@ -357,7 +345,7 @@ def check_finite(loss: torch.Tensor, epoch: int, step: int, cfg: TrainConfig, in
 
 @torch.no_grad()
 def evaluate(
-    model, data: ImageSet, transform, device, batch_size: int, info=None, amp_dtype=None, channels_last=False
+    model, data: ImageSet, transform, device, batch_size: int, info=None, amp_dtype=None
 ) -> ClassificationMeter:
     """Loss, top-1/top-5 and confusion matrix of ``model`` on ``data``, shared out across processes."""
     info = info or distributed.DistInfo()
@@ -365,8 +353,6 @@ def evaluate(
     meter = ClassificationMeter(model.num_classes, device)
     for idx in shard_batches(len(data), batch_size, None, info):
         x = transform(data.images[idx].to(device, non_blocking=True))
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
         y = data.labels[idx].to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             logits = model(x).float()
