@@ -1,0 +1,234 @@
+"""``vitkit export``: checkpoint -> .tflite / .onnx, verified on real images before it is kept."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from vitkit.data.sources import load_data
+from vitkit.export.deploy import DeployModel, deploy_pixels, require, to_layout
+from vitkit.export.verify import MIN_AGREEMENT, Verification, VerificationFailed, compare
+from vitkit.models import fuse
+from vitkit.training.checkpoint import load_model
+from vitkit.utils import atomic_path, atomic_write_text
+
+FORMATS = ("tflite", "onnx")
+QUANTIZATIONS = {"tflite": ("none", "dynamic", "fp16", "int8"), "onnx": ("none", "dynamic", "int8")}
+DEFAULT_LAYOUT = {"tflite": "nhwc", "onnx": "nchw"}  # what each ecosystem's apps hand over
+SUFFIX = {"tflite": ".tflite", "onnx": ".onnx"}
+
+
+def check_choice(fmt: str, quantize: str) -> None:
+    if fmt not in FORMATS:
+        raise ValueError(f"Unknown format '{fmt}'; choose tflite or onnx.")
+    if quantize not in QUANTIZATIONS[fmt]:
+        hint = " (float16 weights are a TFLite option, for its GPU delegate)" if quantize == "fp16" else ""
+        raise ValueError(f"{fmt} export takes --quantize {', '.join(QUANTIZATIONS[fmt])}, not '{quantize}'{hint}.")
+    require(*_modules(fmt))
+
+
+def _modules(fmt: str) -> tuple[str, ...]:
+    if fmt == "tflite":
+        from vitkit.export.to_tflite import TFLITE_MODULES
+
+        return TFLITE_MODULES
+    from vitkit.export.to_onnx import ONNX_MODULES
+
+    return ONNX_MODULES
+
+
+def convert(
+    deploy: DeployModel,
+    fmt: str,
+    quantize: str,
+    path: str | Path,
+    batch_size: int,
+    image_size: int,
+    calibration: torch.Tensor | None,
+) -> None:
+    """Write ``deploy`` (BatchNorm already folded) as ``fmt``; ``calibration``: [N, 3, S, S] pixels for int8."""
+    sample_nchw = (
+        calibration[:batch_size]
+        if calibration is not None
+        else torch.full((batch_size, 3, image_size, image_size), 128.0)
+    )
+    sample = to_layout(sample_nchw, deploy.layout)
+    calib = to_layout(calibration, deploy.layout) if calibration is not None else None
+    if fmt == "tflite":
+        from vitkit.export.to_tflite import convert_tflite
+
+        convert_tflite(deploy, sample, path, quantize, calib)
+    else:
+        from vitkit.export.to_onnx import convert_onnx
+
+        convert_onnx(deploy, sample, path, quantize, calib)
+
+
+def make_runner(fmt: str, path: str | Path, layout: str, threads: int | None = None):
+    if fmt == "tflite":
+        from vitkit.export.to_tflite import TFLiteRunner
+
+        return TFLiteRunner(path, layout, threads)
+    from vitkit.export.to_onnx import OnnxRunner
+
+    return OnnxRunner(path, layout, threads)
+
+
+@dataclass
+class ExportResult:
+    path: str
+    format: str
+    quantize: str
+    size_bytes: int
+    seconds: float
+    verification: Verification
+    io: dict = field(default_factory=dict)  # input/output tensors: name, shape, dtype, layout, scale, zero point
+    ops: list[str] = field(default_factory=list)  # TFLite operator kinds (all builtin)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ExportData:
+    """Validation pixels with labels, and calibration pixels, all [N, 3, S, S] float 0-255."""
+
+    name: str
+    val: torch.Tensor
+    labels: np.ndarray
+    calibration: torch.Tensor
+
+
+def export_data(
+    data: str,
+    class_names: list[str],
+    size: int,
+    crop_pct: float,
+    val_fraction: float = 0.1,
+    max_val: int = 1000,
+    max_calibration: int = 256,
+    seed: int = 0,
+) -> ExportData:
+    splits = load_data(data, round(size / crop_pct), val_fraction)
+    if splits.class_names != class_names:
+        raise ValueError(
+            f"{data} has classes {splits.class_names[:5]}... but the model was trained on {class_names[:5]}...; "
+            "give --calibration-data with the same class folders."
+        )
+    g = torch.Generator().manual_seed(seed)
+    val_idx = torch.randperm(len(splits.val), generator=g)[:max_val].sort().values
+    cal_idx = torch.randperm(len(splits.train), generator=g)[:max_calibration]
+    return ExportData(
+        name=splits.describe(),
+        val=deploy_pixels(splits.val.images[val_idx], size, crop_pct),
+        labels=splits.val.labels[val_idx].numpy(),
+        calibration=deploy_pixels(splits.train.images[cal_idx], size, crop_pct),
+    )
+
+
+@torch.no_grad()
+def reference_logits(model: torch.nn.Module, pixels: torch.Tensor, batch_size: int = 128) -> np.ndarray:
+    """The checkpoint's own model (not the fused copy that is converted) on the same pixels."""
+    deploy = DeployModel(model, "nchw").eval()
+    return torch.cat([deploy(chunk) for chunk in pixels.split(batch_size)]).float().numpy()
+
+
+def default_output(checkpoint: str | Path, meta: dict, fmt: str, quantize: str, image_size: int) -> Path:
+    size = "" if image_size == meta.get("preprocess", {}).get("input_size") else f"_{image_size}"
+    name = f"{meta['model']}{size}{'' if quantize == 'none' else '_' + quantize}{SUFFIX[fmt]}"
+    return Path(meta["_folder"]) / name
+
+
+def export(
+    checkpoint: str | Path,
+    format: str = "tflite",
+    quantize: str = "none",
+    output: str | Path | None = None,
+    calibration_data: str | None = None,
+    image_size: int | None = None,
+    layout: str | None = None,
+    batch_size: int = 1,
+    min_agreement: float | None = None,
+    max_images: int = 1000,
+    calibration_images: int = 256,
+    log: Callable[[str], None] = print,
+) -> ExportResult:
+    """Convert a checkpoint, run the file with its own runtime on validation images, and keep it only if its
+    top-1 agreement with PyTorch reaches ``min_agreement`` (default per quantization: ``MIN_AGREEMENT``).
+
+    The file takes RGB pixels 0-255 (resized to ``image_size``; normalisation is inside) in ``layout``
+    (tflite: NHWC, onnx: NCHW) and returns logits. TFLite files have a fixed batch of ``batch_size``; ONNX
+    files take any batch. Next to the file, ``PATH.json`` records its inputs, outputs, classes and checks.
+    """
+    check_choice(format, quantize)
+    layout = layout or DEFAULT_LAYOUT[format]
+    model, meta = load_model(checkpoint)
+    p = model.preprocess
+    size = image_size or p.input_size
+    data = calibration_data or meta.get("config", {}).get("data")
+    if not data:
+        raise ValueError("The checkpoint does not name its data; give --calibration-data with images of its classes.")
+    val_fraction = meta.get("config", {}).get("val_fraction", 0.1)
+    images = export_data(data, meta["class_names"], size, p.crop_pct, val_fraction, max_images, calibration_images)
+    output = Path(output) if output else default_output(checkpoint, meta, format, quantize, size)
+    if output.suffix != SUFFIX[format]:
+        raise ValueError(f"A {format} file should end in {SUFFIX[format]}; got {output.name}.")
+    min_agreement = MIN_AGREEMENT[quantize] if min_agreement is None else min_agreement
+
+    start = time.perf_counter()
+    what = {"none": "float32", "dynamic": "dynamic-range int8", "fp16": "float16 weights", "int8": "full int8"}
+    log(
+        f"converting {meta['model']} to {format} ({what[quantize]}, input {size}x{size} {layout.upper()})"
+        + (f", calibrating on {len(images.calibration)} training images" if quantize == "int8" else "")
+    )
+    deploy = DeployModel(fuse(model), layout).eval()  # fuse() keeps the float model intact for the reference
+    with atomic_path(output) as tmp:
+        convert(deploy, format, quantize, tmp, batch_size, size, images.calibration if quantize == "int8" else None)
+        log(f"verifying on {len(images.labels)} validation images of {images.name}")
+        runner = make_runner(format, tmp, layout)
+        check = compare(runner(images.val.numpy()), reference_logits(model, images.val), images.labels, min_agreement)
+        if not check.passed:
+            raise VerificationFailed(
+                f"The exported {format} file agrees with PyTorch on only {check.agreement:.1%} of "
+                f"{check.count} images (minimum {min_agreement:.1%}; accuracy {check.accuracy:.1%} vs "
+                f"{check.reference_accuracy:.1%}), so it was not kept; try a milder --quantize or more "
+                "--calibration-data."
+            )
+        ops = []
+        if format == "tflite":
+            from vitkit.export.to_tflite import op_names
+
+            ops = op_names(tmp)
+        result = ExportResult(
+            path=str(output),
+            format=format,
+            quantize=quantize,
+            size_bytes=tmp.stat().st_size,
+            seconds=round(time.perf_counter() - start, 1),
+            verification=check,
+            io=runner.describe(),
+            ops=ops,
+        )
+        sidecar = {
+            **result.to_dict(),
+            "checkpoint": str(checkpoint),
+            "model": meta["model"],
+            "class_names": meta["class_names"],
+            "preprocessing": (
+                f"RGB pixels 0-255 resized to {round(size / p.crop_pct)} and center-cropped to {size}x{size}; "
+                f"normalisation (mean {list(p.mean)}, std {list(p.std)}) is inside the file; output: logits"
+            ),
+        }
+        atomic_write_text(sidecar_path(output), json.dumps(sidecar, indent=2) + "\n")
+    return result
+
+
+def sidecar_path(path: str | Path) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + ".json")
