@@ -15,18 +15,20 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,export]"
 	touch $@
 
 test: setup
 	$(PY) -m pytest -q
 
-# train MobileViT-XXS on scikit-learn's digits, evaluate it, predict a few images (a few minutes on 2 CPU cores)
+# train MobileViT-XXS on scikit-learn's digits, evaluate it, predict a few images, export a verified full-int8
+# TFLite file for phones (a few minutes on 2 CPU cores)
 demo: setup
 	$(VENV)/bin/vitkit train --recipe digits_quickstart --output runs/demo
 	$(VENV)/bin/vitkit eval runs/demo --data digits
 	$(VENV)/bin/vitkit samples digits --output runs/demo/samples --count 4
 	$(VENV)/bin/vitkit predict runs/demo runs/demo/samples --top-k 3
+	$(VENV)/bin/vitkit export runs/demo --format tflite --quantize int8
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -6,11 +6,12 @@ import argparse
 import sys
 
 from vitkit.cli import evaluate as evaluate_cmd
+from vitkit.cli import export as export_cmd
 from vitkit.cli import models as models_cmd
 from vitkit.cli import train as train_cmd
 
 # each module exposes add_parser(subparsers) and sets a ``run(args)`` default
-COMMANDS = [train_cmd, evaluate_cmd, models_cmd]
+COMMANDS = [train_cmd, evaluate_cmd, export_cmd, models_cmd]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,9 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     if extra and not getattr(args, "accepts_extra", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
+    from vitkit.export.deploy import MissingExtra
+
     try:
         return args.run(args) or 0
-    except (ValueError, FileNotFoundError, TypeError) as e:
+    except (ValueError, FileNotFoundError, TypeError, MissingExtra) as e:
         # errors a user can cause arrive here as one sentence; anything else is a bug and keeps its traceback
         print(f"vitkit {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -190,7 +190,7 @@ def export(
     deploy = DeployModel(fuse(model), layout).eval()  # fuse() keeps the float model intact for the reference
     with atomic_path(output) as tmp:
         convert(deploy, format, quantize, tmp, batch_size, size, images.calibration if quantize == "int8" else None)
-        log(f"verifying on {len(images.labels)} validation images of {images.name}")
+        log(f"verifying on {len(images.labels)} validation images ({images.name})")
         runner = make_runner(format, tmp, layout)
         check = compare(runner(images.val.numpy()), reference_logits(model, images.val), images.labels, min_agreement)
         if not check.passed:

@@ -33,9 +33,12 @@ class MissingExtra(ImportError):
 
 def require(*modules: str) -> None:
     """Import-check optional toolchains up front, so a missing one fails in one sentence before any work."""
+    from vitkit.utils import quiet_output
+
     for name in modules:
         try:
-            importlib.import_module(name)
+            with quiet_output():  # the toolchains greet with pages of C++ and deprecation logging
+                importlib.import_module(name)
         except ImportError as e:
             extra = EXTRAS[name]
             raise MissingExtra(

@@ -1,0 +1,246 @@
+"""``vitkit bench``: latency, throughput, size and accuracy of each deployment format, side by side in one run.
+
+Every format runs the same thing, ``DeployModel``: RGB pixels 0-255 in, logits out, BatchNorm folded, on
+the same number of CPU threads. Timings cover the runtime call only (the input already in the file's
+layout and dtype), as an app would see them.
+"""
+
+from __future__ import annotations
+
+import platform
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from vitkit.export.api import QUANTIZATIONS, check_choice, convert, export_data, make_runner, reference_logits
+from vitkit.export.deploy import DeployModel
+from vitkit.export.verify import compare
+from vitkit.models import fuse
+
+TORCH_FORMATS = ("torch", "compile")
+DEFAULT_FORMATS = (
+    "torch",
+    "onnx",
+    "onnx:dynamic",
+    "onnx:int8",
+    "tflite",
+    "tflite:dynamic",
+    "tflite:fp16",
+    "tflite:int8",
+)
+
+
+def parse_formats(text: str | list[str]) -> list[tuple[str, str]]:
+    """ "torch,onnx:int8,tflite" -> [("torch", "none"), ("onnx", "int8"), ("tflite", "none")]."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    formats = []
+    for item in (i.strip() for i in items if i.strip()):
+        fmt, _, quantize = item.partition(":")
+        quantize = quantize or "none"
+        if fmt in TORCH_FORMATS and quantize == "none":
+            formats.append((fmt, quantize))
+            continue
+        if fmt not in QUANTIZATIONS:
+            raise ValueError(
+                f"Unknown format '{item}'; use torch, compile, onnx[:dynamic|int8] or tflite[:dynamic|fp16|int8]."
+            )
+        check_choice(fmt, quantize)
+        formats.append((fmt, quantize))
+    if not formats:
+        raise ValueError("Give at least one format, e.g. --formats torch,onnx,tflite.")
+    return formats
+
+
+def label(fmt: str, quantize: str) -> str:
+    return fmt if quantize == "none" else f"{fmt}:{quantize}"
+
+
+class TorchRunner:
+    """PyTorch eager (or ``torch.compile``) on the fused model in its preferred memory order."""
+
+    def __init__(self, model: torch.nn.Module, compile: bool = False):
+        fused = fuse(model)
+        self.memory_format = torch.channels_last if fused.prefers_channels_last else torch.contiguous_format
+        deploy = DeployModel(fused.to(memory_format=self.memory_format), "nchw").eval()
+        self.fn = torch.compile(deploy, dynamic=False) if compile else deploy
+        self.size_bytes = sum(t.numel() * t.element_size() for t in fused.state_dict().values())
+        self.batch_size = None
+
+    def prepare(self, pixels: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)).contiguous(
+            memory_format=self.memory_format
+        )
+
+    @torch.inference_mode()
+    def invoke(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        return np.concatenate(
+            [self.invoke(self.prepare(pixels[i : i + 128])).numpy() for i in range(0, len(pixels), 128)]
+        )
+
+
+@dataclass
+class BenchRow:
+    format: str
+    batch_size: int
+    size_mb: float
+    median_ms: float  # one call of batch_size images
+    p90_ms: float
+    images_per_s: float
+    top1: float | None = None  # on the validation images (None for a model without trained weights)
+    agreement: float | None = None  # top-1 agreement with PyTorch fp32 eager
+
+
+@dataclass
+class BenchReport:
+    source: str
+    model: str
+    image_size: int
+    threads: int
+    data: str | None
+    machine: dict = field(default_factory=dict)
+    rows: list[BenchRow] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def table(self) -> str:
+        head = f"{'format':<16}{'batch':>6}{'size MB':>9}{'median ms':>11}{'p90 ms':>9}{'img/s':>9}{'top-1':>9}{'agree':>9}"
+        lines = [head, "-" * len(head)]
+        for r in self.rows:
+            top1 = "-" if r.top1 is None else f"{r.top1:.2%}"
+            agree = "-" if r.agreement is None else f"{r.agreement:.2%}"
+            lines.append(
+                f"{r.format:<16}{r.batch_size:>6}{r.size_mb:>9.2f}{r.median_ms:>11.2f}{r.p90_ms:>9.2f}"
+                f"{r.images_per_s:>9.1f}{top1:>9}{agree:>9}"
+            )
+        return "\n".join(lines)
+
+
+def time_calls(fn: Callable[[], object], seconds: float, min_calls: int = 10) -> np.ndarray:
+    """Per-call wall times in ms, after a short warm-up, for at least ``seconds`` and ``min_calls`` calls."""
+    for _ in range(3):
+        fn()
+    times = []
+    start = time.perf_counter()
+    while len(times) < min_calls or time.perf_counter() - start < seconds:
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return np.array(times)
+
+
+def load_source(source: str, image_size: int | None):
+    """A checkpoint (trained weights, class names, data) or a registered model name (random weights)."""
+    from vitkit.models import create_model, list_models
+
+    if Path(source).exists():
+        from vitkit.training.checkpoint import load_model
+
+        return load_model(source)
+    if source not in list_models():
+        raise ValueError(f"'{source}' is neither a checkpoint nor a model name; see `vitkit models`.")
+    model = create_model(source, **({"image_size": image_size} if image_size else {})).eval()
+    return model, {"model": source, "class_names": None}
+
+
+def bench(
+    source: str,
+    formats: str | list[str] = DEFAULT_FORMATS,
+    batch_sizes: tuple[int, ...] = (1, 32),
+    data: str | None = None,
+    image_size: int | None = None,
+    threads: int | None = None,
+    seconds: float = 2.0,
+    max_images: int = 1000,
+    log: Callable[[str], None] = print,
+) -> BenchReport:
+    formats = parse_formats(formats)
+    if not batch_sizes or min(batch_sizes) < 1:
+        raise ValueError("Batch sizes must be 1 or more, e.g. --batch-sizes 1,32.")
+    if threads:
+        torch.set_num_threads(threads)
+    threads = torch.get_num_threads()
+    model, meta = load_source(source, image_size)
+    p = model.preprocess
+    size = image_size or p.input_size
+    data = data or meta.get("config", {}).get("data")
+    if data and meta["class_names"]:
+        images = export_data(
+            data, meta["class_names"], size, p.crop_pct, meta["config"].get("val_fraction", 0.1), max_images
+        )
+        val, labels, calibration = images.val, images.labels, images.calibration
+        reference = reference_logits(model, val)
+        log(f"accuracy on {len(labels)} validation images of {images.name}")
+    else:  # random weights: timings and sizes only; int8 calibrates on random pixels
+        val, labels, reference = None, None, None
+        calibration = torch.rand(64, 3, size, size, generator=torch.Generator().manual_seed(0)) * 255
+    report = BenchReport(source, meta["model"], size, threads, data if labels is not None else None, _machine())
+    sample = (val if val is not None else calibration).numpy()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for fmt, quantize in formats:
+            name = label(fmt, quantize)
+            runner, accuracy = None, (None, None)
+            for b in batch_sizes:
+                if runner is None or (runner.batch_size is not None and runner.batch_size != b):
+                    runner, size_bytes = _build(model, fmt, quantize, b, size, calibration, Path(tmp), log)
+                    if labels is not None and accuracy == (None, None):
+                        check = compare(runner(val.numpy()), reference, labels, 0.0)
+                        accuracy = (check.accuracy, check.agreement)
+                batch = np.resize(sample, (b, *sample.shape[1:]))  # repeats images to fill the batch
+                x = runner.prepare(batch)
+                ms = time_calls(lambda: runner.invoke(x), seconds)
+                median = float(np.median(ms))
+                row = BenchRow(
+                    name,
+                    b,
+                    round(size_bytes / 1e6, 3),
+                    round(median, 3),
+                    round(float(np.percentile(ms, 90)), 3),
+                    round(b / median * 1e3, 1),
+                    *accuracy,
+                )
+                report.rows.append(row)
+                log(f"  {name:<16} batch {b:<4} {median:8.2f} ms  {row.images_per_s:8.1f} img/s")
+    return report
+
+
+def _build(model, fmt: str, quantize: str, batch_size: int, size: int, calibration, folder: Path, log):
+    """A runner for one format (a TFLite file is built per batch size: its input shape is fixed)."""
+    if fmt in TORCH_FORMATS:
+        runner = TorchRunner(model, compile=fmt == "compile")
+        return runner, runner.size_bytes
+    from vitkit.export.api import DEFAULT_LAYOUT, SUFFIX
+
+    layout = DEFAULT_LAYOUT[fmt]
+    path = folder / f"{fmt}_{quantize}_b{batch_size}{SUFFIX[fmt]}"
+    log(f"  converting to {label(fmt, quantize)}" + (f" at batch {batch_size}" if fmt == "tflite" else ""))
+    deploy = DeployModel(fuse(model), layout).eval()
+    convert(deploy, fmt, quantize, path, batch_size, size, calibration if quantize == "int8" else None)
+    return make_runner(fmt, path, layout), path.stat().st_size
+
+
+def _machine() -> dict:
+    info = {"cpu": platform.processor() or platform.machine(), "cores": _cores(), "torch": torch.__version__}
+    for module in ("onnxruntime", "ai_edge_litert", "litert_torch"):
+        try:
+            from importlib.metadata import version
+
+            info[module] = version(module.replace("_", "-"))
+        except Exception:
+            pass
+    return info
+
+
+def _cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
