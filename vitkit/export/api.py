@@ -115,7 +115,10 @@ def export_data(
     max_calibration: int = 256,
     seed: int = 0,
 ) -> ExportData:
-    splits = load_data(data, round(size / crop_pct), val_fraction)
+    try:
+        splits = load_data(data, round(size / crop_pct), val_fraction)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{e} Give --calibration-data with images of the model's classes.") from None
     if splits.class_names != class_names:
         raise ValueError(
             f"{data} has classes {splits.class_names[:5]}... but the model was trained on {class_names[:5]}...; "

@@ -46,6 +46,7 @@ def convert_onnx(
             output_names=[OUTPUT_NAME],
             dynamic_shapes=({0: batch},),
         )
+        _strip_debug_metadata(float_path)
         if quantize == "none":
             return
         from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
@@ -65,6 +66,17 @@ def convert_onnx(
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
             )
+
+
+def _strip_debug_metadata(path: Path) -> None:
+    """The exporter annotates every node with its Python stack trace and module path: a fifth of the file
+    for MobileViT-XXS, and the exporting machine's file paths. Apps need none of it."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for node in model.graph.node:
+        del node.metadata_props[:]
+    onnx.save(model, str(path))
 
 
 class _Calibration:
