@@ -36,7 +36,7 @@ def convert_tflite(
         if quantize == "int8":
             content = _full_int8(deploy, sample, calibration)
         else:
-            content = litert_torch.convert(deploy, sample_kwargs={"pixels": sample}).model_content()  # input "pixels"
+            content = litert_torch.convert(_Named(deploy), sample_kwargs={"pixels": sample}).model_content()
             if quantize == "dynamic":
                 content = _dynamic_range(content)
             elif quantize == "fp16":
@@ -54,15 +54,27 @@ def _full_int8(deploy: DeployModel, sample: torch.Tensor, calibration: torch.Ten
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-    graph = torch.export.export(deploy, (), {"pixels": sample}).module()
+    graph = torch.export.export(deploy, (sample,)).module()
     prepared = prepare_pt2e(graph, quantizer)
     batch = sample.shape[0]  # the exported graph is specialised to this batch size
     for start in range(0, len(calibration) - batch + 1, batch):
-        prepared(pixels=calibration[start : start + batch])
+        prepared(calibration[start : start + batch])
     quantized = convert_pt2e(prepared, fold_quantize=False)
+    config = QuantConfig(pt2e_quantizer=quantizer)
     return litert_torch.convert(
-        quantized, (sample,), quant_config=QuantConfig(pt2e_quantizer=quantizer)
+        _Named(quantized), sample_kwargs={"pixels": sample}, quant_config=config
     ).model_content()
+
+
+class _Named(torch.nn.Module):
+    """Names the file's signature: input "pixels", output "logits" (instead of args_0 / output_0)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"logits": self.model(pixels)}
 
 
 def _dynamic_range(content: bytes) -> bytes:
