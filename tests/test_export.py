@@ -5,6 +5,7 @@ Slow-ish (about two minutes: each conversion takes 5-20 s on 2 cores), and run i
 """
 
 import dataclasses
+import importlib.util
 import json
 import sys
 
@@ -20,8 +21,10 @@ from vitkit.export.deploy import DeployModel
 from vitkit.export.verify import compare
 from vitkit.training.checkpoint import load_model
 
-pytest.importorskip("onnxruntime", reason="the export extras are installed by `make setup`")
-pytest.importorskip("litert_torch", reason="the export extras are installed by `make setup`")
+# fail rather than skip without the extras: CI must never pass with these tests silently left out
+for _module in ("onnxruntime", "litert_torch", "ai_edge_quantizer"):
+    if importlib.util.find_spec(_module) is None:
+        pytest.fail(f"{_module} is missing: `make setup` installs the export extras (pip install -e '.[test,export]')")
 
 CASES = [
     ("tflite", "none"),
