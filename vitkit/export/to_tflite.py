@@ -57,6 +57,10 @@ def _full_int8(deploy: DeployModel, sample: torch.Tensor, calibration: torch.Ten
     graph = torch.export.export(deploy, (sample,)).module()
     prepared = prepare_pt2e(graph, quantizer)
     batch = sample.shape[0]  # the exported graph is specialised to this batch size
+    if len(calibration) < batch:
+        raise ValueError(
+            f"--batch-size {batch} is larger than the {len(calibration)} calibration images; use a smaller one."
+        )
     for start in range(0, len(calibration) - batch + 1, batch):
         prepared(calibration[start : start + batch])
     quantized = convert_pt2e(prepared, fold_quantize=False)
