@@ -38,6 +38,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=1, help="TFLite's fixed batch size (ONNX takes any; default 1)")
     p.add_argument("--min-agreement", type=float, help="top-1 agreement with PyTorch to require, 0-1")
     p.add_argument("--verify-images", type=int, default=1000, help="validation images to verify on (default 1000)")
+    p.add_argument(
+        "--calibration-images", type=int, default=1024, help="training images to calibrate int8 on (default 1024)"
+    )
     p.add_argument("--json", action="store_true", help="end with one line of JSON describing the export")
     p.set_defaults(run=run_export)
 
@@ -64,8 +67,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def run_export(args: argparse.Namespace) -> int:
     from vitkit.export import export
 
-    if args.batch_size < 1:
-        raise ValueError("--batch-size must be 1 or more.")
+    if min(args.batch_size, args.verify_images, args.calibration_images) < 1:
+        raise ValueError("--batch-size, --verify-images and --calibration-images must be 1 or more.")
     r = export(
         args.checkpoint,
         args.format,
@@ -77,6 +80,7 @@ def run_export(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         min_agreement=args.min_agreement,
         max_images=args.verify_images,
+        calibration_images=args.calibration_images,
     )
     print(f"wrote {r.path} ({r.size_bytes / 1e6:.2f} MB) in {r.seconds:.0f} s")
     for role in ("input", "output"):

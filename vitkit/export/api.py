@@ -112,7 +112,7 @@ def export_data(
     crop_pct: float,
     val_fraction: float = 0.1,
     max_val: int = 1000,
-    max_calibration: int = 256,
+    max_calibration: int = 1024,
     seed: int = 0,
 ) -> ExportData:
     try:
@@ -159,7 +159,7 @@ def export(
     batch_size: int = 1,
     min_agreement: float | None = None,
     max_images: int = 1000,
-    calibration_images: int = 256,
+    calibration_images: int = 1024,
     log: Callable[[str], None] = print,
 ) -> ExportResult:
     """Convert a checkpoint, run the file with its own runtime on validation images, and keep it only if its
@@ -200,8 +200,8 @@ def export(
             raise VerificationFailed(
                 f"The exported {format} file agrees with PyTorch on only {check.agreement:.1%} of "
                 f"{check.count} images (minimum {min_agreement:.1%}; accuracy {check.accuracy:.1%} vs "
-                f"{check.reference_accuracy:.1%}), so it was not kept; try a milder --quantize or more "
-                "--calibration-data."
+                f"{check.reference_accuracy:.1%}), so it was not kept; try more --calibration-images or a milder "
+                "--quantize."
             )
         ops = []
         if format == "tflite":
