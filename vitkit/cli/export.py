@@ -60,6 +60,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-size", type=int)
     p.add_argument("--threads", type=int, help="CPU threads for every runtime (default: torch's default)")
     p.add_argument("--seconds", type=float, default=2.0, help="time to spend measuring each format and batch size")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds over all formats (default 3)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON ('-' for stdout)")
     p.set_defaults(run=run_bench)
 
@@ -117,7 +118,9 @@ def run_bench(args: argparse.Namespace) -> int:
         raise ValueError(
             f"--batch-sizes takes comma-separated integers, e.g. 1,32; got '{args.batch_sizes}'."
         ) from None
-    report = bench(args.source, args.formats, batch_sizes, args.data, args.image_size, args.threads, args.seconds)
+    report = bench(
+        args.source, args.formats, batch_sizes, args.data, args.image_size, args.threads, args.seconds, args.rounds
+    )
     print(
         f"\n{report.model} at {report.image_size}x{report.image_size}, {report.threads} threads, {report.machine.get('cpu')}"
     )

@@ -2,7 +2,8 @@
 
 Every format runs the same thing, ``DeployModel``: RGB pixels 0-255 in, logits out, BatchNorm folded, on
 the same number of CPU threads. Timings cover the runtime call only (the input already in the file's
-layout and dtype), as an app would see them.
+layout and dtype), as an app would see them. Every file is built and checked first; then the formats
+are timed in interleaved rounds, so that a burst of load on a shared machine does not land on one of them.
 """
 
 from __future__ import annotations
@@ -159,12 +160,15 @@ def bench(
     image_size: int | None = None,
     threads: int | None = None,
     seconds: float = 2.0,
+    rounds: int = 3,
     max_images: int = 1000,
     log: Callable[[str], None] = print,
 ) -> BenchReport:
     formats = parse_formats(formats)
     if not batch_sizes or min(batch_sizes) < 1:
         raise ValueError("Batch sizes must be 1 or more, e.g. --batch-sizes 1,32.")
+    if rounds < 1 or seconds <= 0:
+        raise ValueError("--rounds must be 1 or more and --seconds above 0.")
     if threads:
         torch.set_num_threads(threads)
     threads = torch.get_num_threads()
@@ -186,8 +190,8 @@ def bench(
     sample = (val if val is not None else calibration).numpy()
 
     with tempfile.TemporaryDirectory() as tmp:
+        cases = []  # (row, runner, input): every file is built and checked before any timing starts
         for fmt, quantize in formats:
-            name = label(fmt, quantize)
             runner, accuracy = None, (None, None)
             for b in batch_sizes:
                 if runner is None or (runner.batch_size is not None and runner.batch_size != b):
@@ -196,20 +200,20 @@ def bench(
                         check = compare(runner(val.numpy()), reference, labels, 0.0)
                         accuracy = (check.accuracy, check.agreement)
                 batch = np.resize(sample, (b, *sample.shape[1:]))  # repeats images to fill the batch
-                x = runner.prepare(batch)
-                ms = time_calls(lambda: runner.invoke(x), seconds)
-                median = float(np.median(ms))
-                row = BenchRow(
-                    name,
-                    b,
-                    round(size_bytes / 1e6, 3),
-                    round(median, 3),
-                    round(float(np.percentile(ms, 90)), 3),
-                    round(b / median * 1e3, 1),
-                    *accuracy,
-                )
-                report.rows.append(row)
-                log(f"  {name:<16} batch {b:<4} {median:8.2f} ms  {row.images_per_s:8.1f} img/s")
+                row = BenchRow(label(fmt, quantize), b, round(size_bytes / 1e6, 3), 0.0, 0.0, 0.0, *accuracy)
+                cases.append((row, runner, runner.prepare(batch)))
+
+        # rounds interleave the formats, so a burst of load on a shared machine hits all of them alike
+        times = [[] for _ in cases]
+        for r in range(rounds):
+            log(f"  timing round {r + 1}/{rounds}")
+            for (row, runner, x), ms in zip(cases, times):
+                ms.extend(time_calls(lambda: runner.invoke(x), seconds / rounds))
+        for (row, _, _), ms in zip(cases, times):
+            median = float(np.median(ms))
+            row.median_ms, row.p90_ms = round(median, 3), round(float(np.percentile(ms, 90)), 3)
+            row.images_per_s = round(row.batch_size / median * 1e3, 1)
+            report.rows.append(row)
     return report
 
 
