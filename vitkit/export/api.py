@@ -97,12 +97,13 @@ class ExportResult:
 
 @dataclass
 class ExportData:
-    """Validation pixels with labels, and calibration pixels, all [N, 3, S, S] float 0-255."""
+    """Validation pixels with labels, and calibration pixels (None unless asked for), all [N, 3, S, S]
+    float 0-255."""
 
     name: str
     val: torch.Tensor
     labels: np.ndarray
-    calibration: torch.Tensor
+    calibration: torch.Tensor | None
 
 
 def export_data(
@@ -115,6 +116,8 @@ def export_data(
     max_calibration: int = 1024,
     seed: int = 0,
 ) -> ExportData:
+    """``max_calibration=0`` skips the calibration images: only int8 needs them, and at 256 px 1,024 of them
+    take 800 MB as float pixels."""
     try:
         splits = load_data(data, round(size / crop_pct), val_fraction)
     except FileNotFoundError as e:
@@ -131,7 +134,7 @@ def export_data(
         name=splits.describe(),
         val=deploy_pixels(splits.val.images[val_idx], size, crop_pct),
         labels=splits.val.labels[val_idx].numpy(),
-        calibration=deploy_pixels(splits.train.images[cal_idx], size, crop_pct),
+        calibration=deploy_pixels(splits.train.images[cal_idx], size, crop_pct) if max_calibration else None,
     )
 
 
@@ -178,6 +181,7 @@ def export(
     if not data:
         raise ValueError("The checkpoint does not name its data; give --calibration-data with images of its classes.")
     val_fraction = meta.get("config", {}).get("val_fraction", 0.1)
+    calibration_images = calibration_images if quantize == "int8" else 0
     images = export_data(data, meta["class_names"], size, p.crop_pct, val_fraction, max_images, calibration_images)
     output = Path(output) if output else default_output(checkpoint, meta, format, quantize, size)
     if output.suffix != SUFFIX[format]:
@@ -192,7 +196,7 @@ def export(
     )
     deploy = DeployModel(fuse(model), layout).eval()  # fuse() keeps the float model intact for the reference
     with atomic_path(output) as tmp:
-        convert(deploy, format, quantize, tmp, batch_size, size, images.calibration if quantize == "int8" else None)
+        convert(deploy, format, quantize, tmp, batch_size, size, images.calibration)
         log(f"verifying on {len(images.labels)} validation images ({images.name})")
         runner = make_runner(format, tmp, layout)
         check = compare(runner(images.val.numpy()), reference_logits(model, images.val), images.labels, min_agreement)

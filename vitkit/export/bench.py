@@ -18,7 +18,16 @@ from typing import Callable
 import numpy as np
 import torch
 
-from vitkit.export.api import QUANTIZATIONS, check_choice, convert, export_data, make_runner, reference_logits
+from vitkit.export.api import (
+    DEFAULT_LAYOUT,
+    QUANTIZATIONS,
+    SUFFIX,
+    check_choice,
+    convert,
+    export_data,
+    make_runner,
+    reference_logits,
+)
 from vitkit.export.deploy import DeployModel
 from vitkit.export.verify import compare
 from vitkit.models import fuse
@@ -177,8 +186,15 @@ def bench(
     size = image_size or p.input_size
     data = data or meta.get("config", {}).get("data")
     if data and meta["class_names"]:
+        int8 = any(quantize == "int8" for _, quantize in formats)
         images = export_data(
-            data, meta["class_names"], size, p.crop_pct, meta["config"].get("val_fraction", 0.1), max_images
+            data,
+            meta["class_names"],
+            size,
+            p.crop_pct,
+            meta["config"].get("val_fraction", 0.1),
+            max_images,
+            max_calibration=1024 if int8 else 0,
         )
         val, labels, calibration = images.val, images.labels, images.calibration
         reference = reference_logits(model, val)
@@ -222,8 +238,6 @@ def _build(model, fmt: str, quantize: str, batch_size: int, size: int, calibrati
     if fmt in TORCH_FORMATS:
         runner = TorchRunner(model, compile=fmt == "compile")
         return runner, runner.size_bytes
-    from vitkit.export.api import DEFAULT_LAYOUT, SUFFIX
-
     layout = DEFAULT_LAYOUT[fmt]
     path = folder / f"{fmt}_{quantize}_b{batch_size}{SUFFIX[fmt]}"
     log(f"  converting to {label(fmt, quantize)}" + (f" at batch {batch_size}" if fmt == "tflite" else ""))
