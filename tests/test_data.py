@@ -193,12 +193,48 @@ def test_augmentations_shape_range_and_seeding(augment):
     assert a.min() >= -1.0 - 1e-5 and a.max() <= 1.0 + 1e-5
 
 
+def bordered_image(side: int = 100, border: int = 20) -> torch.Tensor:
+    """[1, 3, side, side] uint8: a red frame ``border`` pixels wide around a green centre."""
+    image = torch.zeros(1, 3, side, side, dtype=torch.uint8)
+    image[:, 0] = 255
+    image[:, :, border : side - border, border : side - border] = torch.tensor([0, 255, 0], dtype=torch.uint8).view(3, 1, 1)
+    return image
+
+
 def test_eval_transform_resizes_then_center_crops():
-    images = torch.zeros(1, 3, 100, 100, dtype=torch.uint8)
-    images[..., 45:55, 45:55] = 255  # a white square in the middle
-    out = BatchTransform(50, crop_pct=0.5)(images)  # resize to 100, keep the central 50
+    # crop_pct 0.5 at 50 px: resize to 100, keep the central 50 (pixels 25..75 of the original), so none of the
+    # 20-pixel red frame may show; a transform that ignored crop_pct would squash the whole frame into view
+    out = BatchTransform(50, crop_pct=0.5)(bordered_image())
     assert out.shape == (1, 3, 50, 50)
-    assert out[0, 0, 25, 25] == 1.0 and out[0, 0, 0, 0] == 0.0
+    assert float(out[0, 0].max()) == 0.0 and float(out[0, 1].min()) == 1.0
+    # crop_pct 1.0 keeps the whole image: the frame is there, 10 of 50 pixels wide on each side
+    whole = BatchTransform(50, crop_pct=1.0)(bordered_image())
+    assert float(whole[0, 0, 25, :8].min()) == 1.0 and float(whole[0, 0, 25, 12:38].max()) == 0.0
+
+
+def asymmetric_batch(n: int) -> torch.Tensor:
+    """[n, 3, 8, 8] uint8: black left half, white right half, so a flipped image is told apart exactly."""
+    images = torch.zeros(n, 3, 8, 8, dtype=torch.uint8)
+    images[..., 4:] = 255
+    return images
+
+
+def flipped_fraction(out: torch.Tensor) -> float:
+    left, right = out[..., : out.shape[-1] // 2].mean((1, 2, 3)), out[..., out.shape[-1] // 2 :].mean((1, 2, 3))
+    return float((left > right).float().mean())
+
+
+@pytest.mark.parametrize("augment", ["resize-crop-flip", "keras-vit", "random-resized-crop"])
+def test_training_flips_half_the_images(augment):
+    # 4,000 draws of a fair coin: 2,000 +- 31.6; the bounds are 5 standard deviations (a false failure about
+    # once in 1.7 million seeds, and the seed is fixed)
+    out = BatchTransform(8, augment=augment)(asymmetric_batch(4000), torch.Generator().manual_seed(0))
+    assert abs(flipped_fraction(out) - 0.5) < 5 * 0.5 / 4000**0.5
+
+
+def test_evaluation_never_flips():
+    assert flipped_fraction(BatchTransform(8, augment="none")(asymmetric_batch(64), torch.Generator())) == 0.0
+    assert flipped_fraction(BatchTransform(8, augment="resize-crop-flip")(asymmetric_batch(64))) == 0.0
 
 
 def test_identity_affine_is_identity():

@@ -85,6 +85,7 @@ def run_independently(path: str, fmt: str, pixels: np.ndarray) -> np.ndarray:
     return np.stack(logits)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt,quantize", CASES, ids=[f"{f}-{q}" for f, q in CASES])
 def test_export_is_verified_and_matches_pytorch(run, digits, tmp_path, fmt, quantize):
     path = tmp_path / f"model_{quantize}.{fmt}"
@@ -122,6 +123,7 @@ def test_export_is_verified_and_matches_pytorch(run, digits, tmp_path, fmt, quan
         assert result.io["input"]["shape"][0] == "batch" and result.io["input"]["shape"][1:] == [3, 64, 64]
 
 
+@pytest.mark.slow
 def test_failed_verification_keeps_no_file_and_the_old_one_intact(run, tmp_path, monkeypatch):
     path = tmp_path / "model.onnx"
     path.write_bytes(b"the previous export")
@@ -148,6 +150,7 @@ def test_nan_output_fails_verification():
     assert not check.passed and check.agreement == 0.0 and check.reference_accuracy == 1.0
 
 
+@pytest.mark.slow
 def test_refusals_are_one_sentence(run, tmp_path, monkeypatch, capsys):
     assert main(["export", str(run), "--format", "onnx", "--quantize", "fp16"]) == 2
     assert "float16 weights are a TFLite option" in capsys.readouterr().err
@@ -172,6 +175,7 @@ def test_builtin_op_check_refuses_flex_ops(monkeypatch):
         to_tflite.check_builtin_ops("model.tflite")
 
 
+@pytest.mark.slow
 def test_export_cli_prints_the_contract(run, tmp_path, capsys):
     path = tmp_path / "digits.tflite"
     assert main(["export", str(run), "--format", "tflite", "--quantize", "int8", "-o", str(path), "--json"]) == 0
@@ -182,6 +186,7 @@ def test_export_cli_prints_the_contract(run, tmp_path, capsys):
     assert record["path"] == str(path) and record["verification"]["agreement"] >= 0.98
 
 
+@pytest.mark.slow
 def test_deploy_model_equals_the_eval_transform(run):
     """The file's contract (pixels 0-255, normalisation inside) computes what `vitkit eval` computes."""
     model, _ = load_model(run)
@@ -197,6 +202,7 @@ def test_deploy_model_equals_the_eval_transform(run):
     torch.testing.assert_close(nchw, expected, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_bench_measures_each_format(run, tmp_path, capsys):
     out = tmp_path / "bench.json"
     args = ["bench", str(run), "--formats", "torch,onnx:int8,tflite", "--batch-sizes", "1,4", "--seconds", "0.05"]
@@ -213,6 +219,7 @@ def test_bench_measures_each_format(run, tmp_path, capsys):
     assert rows[("onnx:int8", 1)]["size_mb"] < rows[("torch", 1)]["size_mb"] / 2
 
 
+@pytest.mark.slow
 def test_bench_a_vit_by_name_without_weights(capsys):
     """A model name benchmarks random weights (no accuracy); ViT's attention converts to both formats."""
     from vitkit.export.bench import bench

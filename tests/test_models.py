@@ -57,6 +57,8 @@ def test_batch_elements_are_independent(name):
         ("vit_b16_no_qkv_bias", 1000, 86_567_656 - 27_648),
         ("vit_s16", 1000, 22_050_664),
         ("vit_ti16", 1000, 5_717_416),
+        ("vit_cifar", 1000, 349_224),
+        ("vit_cifar", 10, 349_224 - 990 * 65),  # the head: 64 weights and a bias per class
         ("mobilevit_xxs_keras", 5, 1_305_077),  # trainable; Keras' total adds 2,544 BatchNorm statistics
     ],
 )
@@ -187,3 +189,47 @@ def test_channels_last_gives_the_same_logits(name):
         model.to(memory_format=torch.channels_last)
         got = model(x.contiguous(memory_format=torch.channels_last))
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("B, C, H, W, p", [(1, 3, 4, 6, 2), (2, 5, 6, 4, 2), (2, 2, 9, 6, 3)])
+def test_unfold_groups_pixels_by_position_inside_their_patch(B, C, H, W, p, channels_last):
+    """Token n of sequence (i, j) is pixel (i, j) of patch n (patches row-major): checked index by index
+    against the definition, and fold must undo it exactly."""
+    from vitkit.models.mobilevit import fold, unfold
+
+    x = torch.arange(B * C * H * W, dtype=torch.float32).reshape(B, C, H, W)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    tokens = unfold(x, p, channels_last)
+    nh, nw = H // p, W // p
+    assert tokens.shape == (B * p * p, nh * nw, C)
+    for b in range(B):
+        for i in range(p):
+            for j in range(p):
+                for n in range(nh * nw):
+                    row, col = divmod(n, nw)
+                    expected = x[b, :, row * p + i, col * p + j]
+                    assert torch.equal(tokens[b * p * p + i * p + j, n], expected), (b, i, j, n)
+    assert torch.equal(fold(tokens, B, C, nh, nw, p, channels_last), x)
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_gradients_match_finite_differences(name):
+    """Autograd's directional derivative equals a central difference in float64: the in-place activations,
+    residuals and reshapes must leave backward correct, not merely finite."""
+    from tests.conftest import randomize_
+
+    model = vitkit.create_model(name, num_classes=5, drop_rate=0.0, attn_drop_rate=0.0)
+    model = randomize_(model, scale=0.1).double().eval()  # random BatchNorm statistics: signal reaches the input
+    size = 64 if name != "vit_cifar" else 36
+    x = torch.rand(2, 3, size, size, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(2, 5, dtype=torch.float64)
+    (model(x) * weights).sum().backward()
+    direction = torch.randn_like(x)
+    eps = 1e-6
+    with torch.no_grad():
+        numeric = ((model(x + eps * direction) - model(x - eps * direction)) * weights).sum() / (2 * eps)
+    analytic = (x.grad * direction).sum()
+    assert abs(float(analytic)) > 1e-3, "the gradient is too small for the check to mean anything"
+    torch.testing.assert_close(analytic, numeric, rtol=1e-5, atol=1e-8)

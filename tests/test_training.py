@@ -21,6 +21,7 @@ from vitkit.training.config import RECIPE_DIR
 QUICK = ["--data", "digits", "--image-size", "32", "--batch-size", "64", "--augment", "none", "--crop-pct", "1.0"]
 
 
+@pytest.mark.slow
 def test_digits_reaches_95_percent_and_writes_a_complete_run(tmp_path):
     result = vitkit.train(recipe="digits_quickstart", epochs=3, output=str(tmp_path / "run"))
     assert result.best_top1 >= 0.95  # the quickstart gets ~98% in 5 epochs; 3 are enough for 95%
@@ -39,6 +40,7 @@ def test_digits_reaches_95_percent_and_writes_a_complete_run(tmp_path):
     assert model.num_classes == 10
 
 
+@pytest.mark.slow
 def test_eval_and_predict_commands(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", *QUICK, "--epochs", "1", "--output", str(run)]) == 0
@@ -55,8 +57,15 @@ def test_eval_and_predict_commands(tmp_path, capsys):
     lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert len(lines) == 4 + 3  # every image, the unreadable ones reported rather than fatal
     assert sum("error" in line for line in lines) == 3
-    good = next(line for line in lines if "top" in line)
-    assert len(good["top"]) == 3 and abs(sum(t["probability"] for t in good["top"])) <= 1.0
+    top3 = {line["path"]: line["top"] for line in lines if "top" in line}
+    assert main(["predict", str(run), str(images), "--top-k", "10", "--json"]) == 0
+    top10 = {r["path"]: r["top"] for r in map(json.loads, capsys.readouterr().out.strip().splitlines()) if "top" in r}
+    assert top3.keys() == top10.keys() and len(top3) == 4
+    for path, every_class in top10.items():
+        probabilities = [t["probability"] for t in every_class]
+        assert sorted(t["class"] for t in every_class) == [str(i) for i in range(10)]
+        assert abs(sum(probabilities) - 1.0) < 1e-5 and probabilities == sorted(probabilities, reverse=True)
+        assert top3[path] == every_class[:3]  # the best three of the full distribution, best first
 
 
 def test_folder_with_broken_files_trains(tmp_path, capsys):
@@ -73,6 +82,7 @@ def cli(*args, **kwargs):
                             stderr=subprocess.STDOUT, text=True, **kwargs)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_weights(tmp_path):
     args = ["train", *QUICK, "--model", "vit_cifar", "--epochs", "3", "--seed", "7"]
     straight = cli(*args, "--output", str(tmp_path / "straight"))
@@ -95,6 +105,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     assert [h["epoch"] for h in history] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     out = tmp_path / "run"
     config = build_config(
@@ -114,6 +125,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert json.loads((out / "last.json").read_text())["epoch"] == 1
 
 
+@pytest.mark.slow
 def test_two_process_torchrun_on_cpu(tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -175,6 +187,7 @@ def test_train_errors_in_one_line(tmp_path, capsys):
     assert len(err) == 2 and "does not exist" in err[0] and "Did you mean digits_quickstart" in err[1]
 
 
+@pytest.mark.slow
 def test_ema_sgd_channels_last_and_clipping(tmp_path):
     out = tmp_path / "run"
     result = vitkit.train(

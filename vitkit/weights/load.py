@@ -65,6 +65,13 @@ def read_state_dict(path: str | Path) -> StateDict:
             return load_file(path)
         except SafetensorError as e:
             raise ValueError(f"{path} is not a readable safetensors file ({e}); re-download or re-export it.") from None
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"PK\x03\x04" and magic[:1] != b"\x80":  # torch.save's zip archive, or a legacy pickle
+        raise ValueError(
+            f"{path} is not a PyTorch weights file (neither torch.save's zip archive nor a pickle); "
+            "give a .safetensors, .pt, .pth, .bin or .ckpt file."
+        )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
