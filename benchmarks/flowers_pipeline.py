@@ -11,6 +11,7 @@ backward, Adam) of the Keras example's MobileViT-XXS and of the paper's, at batc
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import tempfile
@@ -22,8 +23,12 @@ import torch
 from PIL import Image
 
 import vitkit
-from vitkit.data.images import decode_files
+from vitkit.data.images import decode_files, load_square
 from vitkit.data.transforms import BatchTransform
+from vitkit.preprocess import Preprocess
+
+# the flowers_mobilevit_xxs_keras recipe's: squash to 280, random crop 256, flip
+PREPROCESS = Preprocess(256, crop_pct=1.0, interpolation="bilinear", resize_mode="squash")
 
 
 def make_jpegs(folder: Path, count: int, seed: int = 0) -> list[str]:
@@ -69,12 +74,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         paths = make_jpegs(Path(tmp), args.images)
         start = time.perf_counter()
-        images, _, report = decode_files(paths, 280, workers=args.workers)
+        load = functools.partial(load_square, side=280, p=PREPROCESS)
+        images, _, report = decode_files(paths, load, workers=args.workers)
         results["decode_once_img_per_s"] = round(len(paths) / (time.perf_counter() - start), 1)
         results["decode_workers"] = args.workers
 
-    batch = torch.from_numpy(images[: args.batch_size]).permute(0, 3, 1, 2).contiguous().to(device)
-    augment = BatchTransform(256, augment="resize-crop-flip", train_resize=280 / 256, crop_pct=1.0)
+    batch = images[: args.batch_size].to(device)
+    augment = BatchTransform(PREPROCESS, augment="resize-crop-flip", train_side=280)
     gen = torch.Generator().manual_seed(0)
     seconds = timed(lambda: augment(batch, gen), 10)
     results["augment_img_per_s"] = round(args.batch_size / seconds, 1)

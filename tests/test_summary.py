@@ -1,4 +1,4 @@
-"""``vitkit summary``: shapes, parameters and MACs, checked against the seed's Keras summary and by hand."""
+"""``vitkit summary``: shapes, parameters and MACs, checked against the keras.io example's Keras summary and by hand."""
 
 import re
 from pathlib import Path
@@ -23,7 +23,7 @@ KERAS_KINDS = {
 
 
 def keras_layers():
-    """(kind, params, (positions, channels)) of every layer with parameters in the seed's summary."""
+    """(kind, params, (positions, channels)) of every layer with parameters in the keras.io example's summary."""
     rows = []
     for line in SEED_SUMMARY.read_text().splitlines():
         m = re.match(r"^\S+ \((\w+)\)?\s+\(None, ([\d, ]+)\)\s+(\d+)", line)

@@ -1,20 +1,33 @@
-"""vitkit: from a folder of labelled images to a small, fast image classifier on a phone."""
+"""vitkit: from a folder of labelled images to a small, fast image classifier on a phone.
 
-from vitkit.inference import evaluate, predict
-from vitkit.models import Preprocess, create_model, list_models
-from vitkit.training import TrainConfig, train
-from vitkit.weights import load_weights
+The names below load on first use, so ``import vitkit`` stays light (no training code, no data sets).
+"""
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Preprocess",
-    "TrainConfig",
-    "create_model",
-    "evaluate",
-    "list_models",
-    "load_weights",
-    "predict",
-    "train",
-    "__version__",
-]
+_LAZY = {
+    "Preprocess": "vitkit.preprocess",
+    "TrainConfig": "vitkit.training",
+    "create_model": "vitkit.models",
+    "evaluate": "vitkit.inference",
+    "list_models": "vitkit.models",
+    "load_weights": "vitkit.weights",
+    "predict": "vitkit.inference",
+    "train": "vitkit.training",
+}
+
+__all__ = [*_LAZY, "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module 'vitkit' has no attribute '{name}'")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -9,8 +9,12 @@ import json
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="top-1, top-5, per-class accuracy and confusion matrix of a checkpoint")
     p.add_argument("checkpoint", help="a run folder (uses best.json) or a checkpoint .json / .safetensors")
-    p.add_argument("--data", required=True, help="data spec as for train; its validation split is used")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument(
+        "--data",
+        help="data spec as for train, its validation split is used (default: the run's own, with the pixels and "
+        "batches training's validation pass used, so the top-1 is the one the run logged)",
+    )
+    p.add_argument("--batch-size", type=int, help="default: the one training's validation pass used")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="end with one line of JSON (top1, top5, loss, per_class, ...)")
     p.set_defaults(run=run_eval)

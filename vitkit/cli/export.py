@@ -24,7 +24,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--quantize",
         default="none",
         choices=["none", "dynamic", "fp16", "int8"],
-        help="none: float32; dynamic: int8 weights (the seed's choice); fp16: float16 weights (TFLite); "
+        help="none: float32; dynamic: int8 weights (the keras.io example's choice); fp16: float16 weights (TFLite); "
         "int8: full int8, calibrated on training images (default: none)",
     )
     p.add_argument("-o", "--output", help="file to write (default: RUN_FOLDER/MODEL[_QUANTIZE].tflite|.onnx)")

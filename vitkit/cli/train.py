@@ -112,8 +112,8 @@ def run_download(args: argparse.Namespace) -> int:
 def run_samples(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from vitkit.data.sources import load_data, save_samples
+    from vitkit.data.sources import list_data, save_samples
 
-    for path in save_samples(load_data(args.data), Path(args.output), args.count):
+    for path in save_samples(list_data(args.data), Path(args.output), args.count):
         print(path)
     return 0

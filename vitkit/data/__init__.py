@@ -1,5 +1,5 @@
 """Data: ``--data`` specs, image decoding, downloads and batched augmentation."""
 
-from vitkit.data.sources import DataSplits, ImageSet, load_data
+from vitkit.data.sources import DataListing, DataSplits, ImageSet, Records, list_data, load_splits
 
-__all__ = ["DataSplits", "ImageSet", "load_data"]
+__all__ = ["DataListing", "DataSplits", "ImageSet", "Records", "list_data", "load_splits"]

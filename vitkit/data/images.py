@@ -7,9 +7,14 @@ import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
+import torch
 
+from vitkit.preprocess import Preprocess, eval_pixels, resize_square, to_uint8
+
+GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
 
@@ -38,8 +43,9 @@ def to_rgb(image) -> "PIL.Image.Image":  # noqa: F821
     return image.convert("RGB")
 
 
-def decode_image(path: str | os.PathLike, size: int | None = None) -> np.ndarray | None:
-    """An [H, W, 3] uint8 array, resized (squashed) to ``size`` x ``size`` when given; None if unreadable."""
+def decode_image(path: str | os.PathLike) -> np.ndarray | None:
+    """An [H, W, 3] uint8 RGB array at the file's own size, upright (EXIF orientation applied); None if
+    unreadable."""
     from PIL import Image, ImageOps
 
     try:
@@ -47,13 +53,47 @@ def decode_image(path: str | os.PathLike, size: int | None = None) -> np.ndarray
             warnings.simplefilter("ignore")  # PIL warns on odd EXIF or palette data; a bad file is caught below
             with Image.open(path) as image:
                 image = ImageOps.exif_transpose(image)  # phone photos store their rotation in EXIF
-                image = to_rgb(image)
-                if size is not None and image.size != (size, size):
-                    image = image.resize((size, size), Image.BILINEAR, reducing_gap=3.0)
-                array = np.asarray(image, dtype=np.uint8)
+                array = np.asarray(to_rgb(image), dtype=np.uint8)
     except Exception:  # truncated, zero bytes, not an image, unsupported codec: all mean "skip it"
         return None
     return array if array.ndim == 3 and array.shape[2] == 3 and array.size > 0 else None
+
+
+def as_batch(array: np.ndarray) -> torch.Tensor:
+    """[H, W, 3] uint8 -> [1, 3, H, W] uint8 tensor (contiguous: resampling kernels differ in the last bit
+    between memory orders, and every path must compute the same pixels)."""
+    return torch.from_numpy(array.copy()).permute(2, 0, 1)[None].contiguous()
+
+
+def load_eval_pixels(path: str | os.PathLike, p: Preprocess) -> torch.Tensor | None:
+    """An image file -> the uint8 [3, S, S] pixels the model evaluates (``preprocess.eval_pixels``)."""
+    array = decode_image(path)
+    return None if array is None else eval_pixels(as_batch(array), p)[0]
+
+
+def load_square(path: str | os.PathLike, side: int, p: Preprocess) -> torch.Tensor | None:
+    """An image file -> uint8 [3, side, side] made square the way ``p`` says, for training's augmentation."""
+    array = decode_image(path)
+    if array is None:
+        return None
+    return to_uint8(resize_square(as_batch(array).float(), side, p.resize_mode, p.interpolation))[0]
+
+
+def probe_images(paths: list[str], limit: int = 256) -> tuple[int, float]:
+    """(median shorter side, share of grayscale files) over up to ``limit`` files spread across ``paths``,
+    from their headers only (nothing is decoded)."""
+    from PIL import Image
+
+    step = max(1, len(paths) // limit)
+    sides, gray = [], 0
+    for path in paths[::step][:limit]:
+        try:
+            with Image.open(path) as image:
+                sides.append(min(image.size))
+                gray += image.mode in GRAY_MODES
+        except Exception:
+            continue  # unreadable: counted when the file is decoded
+    return (int(np.median(sides)) if sides else 0), gray / max(len(sides), 1)
 
 
 @dataclass
@@ -70,19 +110,23 @@ class DecodeReport:
         )
 
 
-def _decode_chunk(args: tuple[list[str], int]) -> list[np.ndarray | None]:
-    paths, size = args
-    return [decode_image(p, size) for p in paths]
+def _decode_chunk(args: tuple[list[str], Callable]) -> list[torch.Tensor | None]:
+    paths, load = args
+    torch.set_num_threads(1)  # one process per core already
+    return [load(p) for p in paths]
 
 
-def decode_files(paths: list[str], size: int, workers: int = 0) -> tuple[np.ndarray, np.ndarray, DecodeReport]:
-    """Decode ``paths`` in parallel into one [N, size, size, 3] uint8 array.
+def decode_files(
+    paths: list[str], load: Callable[[str], torch.Tensor | None], workers: int = 0
+) -> tuple[torch.Tensor, np.ndarray, DecodeReport]:
+    """Run ``load`` (file -> uint8 [3, S, S] or None) over ``paths`` in parallel, into one [N, 3, S, S] tensor.
 
-    Returns the array of the readable images, the indices (into ``paths``) they came from, and a report.
+    Returns the tensor of the readable images, the indices (into ``paths``) they came from, and a report.
+    ``load`` is a module-level function or a ``functools.partial`` of one, so worker processes can take it.
     """
     workers = workers if workers > 0 else min(8, os.cpu_count() or 1)
     chunk = max(1, min(64, len(paths) // (workers * 4) or 1))
-    jobs = [(paths[i : i + chunk], size) for i in range(0, len(paths), chunk)]
+    jobs = [(paths[i : i + chunk], load) for i in range(0, len(paths), chunk)]
     if workers > 1 and len(paths) > 64:
         from tqdm import tqdm
 
@@ -98,9 +142,9 @@ def decode_files(paths: list[str], size: int, workers: int = 0) -> tuple[np.ndar
                 )
             )
     else:
-        results = [_decode_chunk(job) for job in jobs]
-    arrays = [a for part in results for a in part]
-    report = DecodeReport(total=len(paths), skipped=[p for p, a in zip(paths, arrays) if a is None])
-    kept = np.array([i for i, a in enumerate(arrays) if a is not None], dtype=np.int64)
-    images = np.stack([arrays[i] for i in kept]) if len(kept) else np.zeros((0, size, size, 3), np.uint8)
-    return images, kept, report
+        results = [[load(p) for p in job[0]] for job in jobs]
+    images = [a for part in results for a in part]
+    report = DecodeReport(total=len(paths), skipped=[p for p, a in zip(paths, images) if a is None])
+    kept = np.array([i for i, a in enumerate(images) if a is not None], dtype=np.int64)
+    stacked = torch.stack([images[i] for i in kept]) if len(kept) else torch.zeros(0, 3, 1, 1, dtype=torch.uint8)
+    return stacked, kept, report

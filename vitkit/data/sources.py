@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import pickle
 from dataclasses import dataclass, field
@@ -14,7 +15,16 @@ import numpy as np
 import torch
 
 from vitkit.data import download
-from vitkit.data.images import DecodeReport, decode_files, list_images
+from vitkit.data.images import (
+    DecodeReport,
+    decode_files,
+    decode_image,
+    list_images,
+    load_eval_pixels,
+    load_square,
+    probe_images,
+)
+from vitkit.preprocess import Preprocess, eval_pixels
 
 FASHION_CLASSES = [
     "T-shirt/top",
@@ -34,7 +44,7 @@ FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's datas
 
 @dataclass
 class ImageSet:
-    """Images as one [N, 3, S, S] uint8 tensor held in memory (decoded once), with their labels."""
+    """Decoded images as one [N, 3, S, S] uint8 tensor in memory, with their labels."""
 
     images: torch.Tensor
     labels: torch.Tensor  # [N] int64
@@ -44,7 +54,43 @@ class ImageSet:
 
 
 @dataclass
+class Records:
+    """One split before decoding: images held in memory at their own size (the array data sets) or files."""
+
+    labels: np.ndarray  # [N] int64
+    images: torch.Tensor | None = None  # [N, 3, H, W] uint8
+    paths: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index) -> Records:
+        index = np.asarray(index, dtype=np.int64)
+        return Records(
+            self.labels[index],
+            self.images[torch.from_numpy(index)] if self.images is not None else None,
+            [self.paths[i] for i in index] if self.paths is not None else None,
+        )
+
+
+@dataclass
+class DataListing:
+    """What a ``--data`` spec names, before any image is decoded: the classes, the two splits, and what the
+    images look like (their typical shorter side, whether they are grayscale), for choosing defaults."""
+
+    name: str
+    class_names: list[str]
+    train: Records
+    val: Records
+    native_side: int
+    grayscale: bool
+
+
+@dataclass
 class DataSplits:
+    """Decoded splits: ``train`` as stored for augmentation, ``val`` as the model evaluates it
+    (``preprocess.eval_pixels``)."""
+
     name: str
     train: ImageSet
     val: ImageSet
@@ -61,10 +107,8 @@ class DataSplits:
         return text + (f"; {skipped} unreadable files skipped" if skipped else "")
 
 
-def load_data(
-    spec: str, base_size: int = 256, val_fraction: float = 0.1, split_seed: int = 0, workers: int = 0
-) -> DataSplits:
-    """Resolve a ``--data`` spec. Folder images are decoded once, squashed to ``base_size`` x ``base_size``."""
+def list_data(spec: str, val_fraction: float = 0.1, split_seed: int = 0) -> DataListing:
+    """Resolve a ``--data`` spec to its classes and splits, decoding nothing (folders are only listed)."""
     kind, _, arg = spec.partition(":")
     if kind == "digits":
         return _digits(split_seed)
@@ -74,21 +118,51 @@ def load_data(
         return _cifar10(Path(arg) if arg else None)
     if kind == "flowers":
         root = Path(arg) if arg else download.fetch("flowers")
-        return load_folder(root, base_size, val_fraction, split_seed, workers, name="flowers")
+        return list_folder(root, val_fraction, split_seed, name="flowers")
     if kind == "folder":
-        return load_folder(Path(arg), base_size, val_fraction, split_seed, workers)
+        return list_folder(Path(arg), val_fraction, split_seed)
     if Path(spec).exists() or "/" in spec or "\\" in spec:
-        return load_folder(Path(spec), base_size, val_fraction, split_seed, workers)
+        return list_folder(Path(spec), val_fraction, split_seed)
     raise ValueError(
         f"Unknown data '{spec}'; use digits, fashion-mnist[:PATH], cifar10[:PATH], flowers[:PATH], folder:PATH or a folder path."
     )
 
 
-def _from_arrays(images: np.ndarray, labels: np.ndarray) -> ImageSet:
-    """[N, H, W] or [N, H, W, 3] uint8 -> ImageSet with [N, 3, H, W]."""
+def eval_set(records: Records, p: Preprocess, workers: int = 0) -> tuple[ImageSet, DecodeReport | None]:
+    """The split as the model evaluates it: ``eval_pixels`` of every image (files decoded in parallel)."""
+    if records.images is not None:
+        pixels = torch.cat([eval_pixels(chunk, p) for chunk in records.images.split(1024)])
+        return ImageSet(pixels, torch.from_numpy(records.labels)), None
+    images, kept, report = decode_files(records.paths, functools.partial(load_eval_pixels, p=p), workers)
+    return ImageSet(images, torch.from_numpy(records.labels[kept])), report
+
+
+def train_set(records: Records, side: int, p: Preprocess, workers: int = 0) -> tuple[ImageSet, DecodeReport | None]:
+    """The split as stored for augmentation: arrays as they are, files made square at ``side`` the way ``p``
+    says (the augmentation resizes and crops from there)."""
+    if records.images is not None:
+        return ImageSet(records.images, torch.from_numpy(records.labels)), None
+    images, kept, report = decode_files(records.paths, functools.partial(load_square, side=side, p=p), workers)
+    return ImageSet(images, torch.from_numpy(records.labels[kept])), report
+
+
+def load_splits(listing: DataListing, p: Preprocess, train_side: int, workers: int = 0) -> DataSplits:
+    """Decode both splits of ``listing``: train for augmentation at ``train_side``, val as evaluated."""
+    if listing.train.paths is not None:
+        _check_fits_in_memory(len(listing.train) + len(listing.val), max(train_side, p.input_size), listing.name)
+    train, train_report = train_set(listing.train, train_side, p, workers)
+    val, val_report = eval_set(listing.val, p, workers)
+    if len(train) == 0:
+        raise ValueError(f"No readable image in {listing.name}: all {train_report.total} files failed to decode.")
+    reports = [r for r in (train_report, val_report) if r is not None]
+    return DataSplits(listing.name, train, val, listing.class_names, reports)
+
+
+def _from_arrays(images: np.ndarray, labels: np.ndarray) -> Records:
+    """[N, H, W] or [N, H, W, 3] uint8 -> Records holding [N, 3, H, W]."""
     tensor = torch.from_numpy(np.ascontiguousarray(images))
     tensor = tensor.unsqueeze(1).expand(-1, 3, -1, -1) if tensor.dim() == 3 else tensor.permute(0, 3, 1, 2)
-    return ImageSet(tensor.contiguous(), torch.as_tensor(labels, dtype=torch.int64))
+    return Records(np.asarray(labels, dtype=np.int64), images=tensor.contiguous())
 
 
 def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -104,17 +178,19 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tupl
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
 
 
-def _digits(split_seed: int) -> DataSplits:
+def _digits(split_seed: int) -> DataListing:
     from sklearn.datasets import load_digits
 
     digits = load_digits()  # 1,797 8x8 images with values 0..16, shipped inside scikit-learn
     images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
     train_idx, val_idx = stratified_split(digits.target, 0.2, split_seed)
-    return DataSplits(
+    return DataListing(
         "digits",
+        [str(i) for i in range(10)],
         _from_arrays(images[train_idx], digits.target[train_idx]),
         _from_arrays(images[val_idx], digits.target[val_idx]),
-        [str(i) for i in range(10)],
+        native_side=8,
+        grayscale=True,
     )
 
 
@@ -140,7 +216,7 @@ def _find(folder: Path, stem: str) -> Path:
     raise FileNotFoundError(f"{folder} has no {stem}(.gz); it should hold the four Fashion-MNIST IDX files.")
 
 
-def _fashion_mnist(folder: Path | None) -> DataSplits:
+def _fashion_mnist(folder: Path | None) -> DataListing:
     if folder is None:
         if (FASHION_SYSTEM_DIR / "train-images-idx3-ubyte.gz").is_file():
             folder = FASHION_SYSTEM_DIR
@@ -155,7 +231,7 @@ def _fashion_mnist(folder: Path | None) -> DataSplits:
         if len(images) != len(labels):
             raise ValueError(f"{folder}: {len(images)} {prefix} images but {len(labels)} labels.")
         parts[split] = _from_arrays(images, labels)
-    return DataSplits("fashion-mnist", parts["train"], parts["val"], FASHION_CLASSES)
+    return DataListing("fashion-mnist", FASHION_CLASSES, parts["train"], parts["val"], native_side=28, grayscale=True)
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
@@ -186,7 +262,7 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data.transpose(0, 2, 3, 1), labels  # -> [N, 32, 32, 3]
 
 
-def _cifar10(folder: Path | None) -> DataSplits:
+def _cifar10(folder: Path | None) -> DataListing:
     folder = folder or download.fetch("cifar10")
     if (folder / "cifar-10-batches-py").is_dir():
         folder = folder / "cifar-10-batches-py"
@@ -197,11 +273,13 @@ def _cifar10(folder: Path | None) -> DataSplits:
         )
     train = [_read_cifar_batch(p) for p in train_files]
     test_images, test_labels = _read_cifar_batch(folder / "test_batch")
-    return DataSplits(
+    return DataListing(
         "cifar10",
+        CIFAR10_CLASSES,
         _from_arrays(np.concatenate([t[0] for t in train]), np.concatenate([t[1] for t in train])),
         _from_arrays(test_images, test_labels),
-        CIFAR10_CLASSES,
+        native_side=32,
+        grayscale=False,
     )
 
 
@@ -217,21 +295,13 @@ def scan_class_folders(root: Path) -> tuple[list[str], list[str], list[int]]:
     return classes, paths, labels
 
 
-def load_folder(
-    root: Path,
-    base_size: int,
-    val_fraction: float = 0.1,
-    split_seed: int = 0,
-    workers: int = 0,
-    name: str | None = None,
-) -> DataSplits:
+def list_folder(root: Path, val_fraction: float = 0.1, split_seed: int = 0, name: str | None = None) -> DataListing:
     """A class-per-folder tree, with ``train/`` and ``val/`` (or ``test/``) sub-folders or a seeded split."""
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"Data folder {root} does not exist; check the path.")
     if not root.is_dir():
         raise ValueError(f"{root} is a file; give a folder laid out as {root}/<class>/<images>.")
-    name = name or root.name
     val_dir = next((root / d for d in ("val", "validation", "test") if (root / d).is_dir()), None)
     if (root / "train").is_dir() and val_dir is not None:
         classes, train_paths, train_labels = _checked_scan(root / "train")
@@ -247,16 +317,15 @@ def load_folder(
         train_idx, val_idx = stratified_split(np.array(labels), val_fraction, split_seed)
         train_paths, train_labels = [paths[i] for i in train_idx], [labels[i] for i in train_idx]
         val_paths, val_labels = [paths[i] for i in val_idx], [labels[i] for i in val_idx]
-    _check_fits_in_memory(len(train_paths) + len(val_paths), base_size, root)
-    reports = []
-    sets = []
-    for paths, labels in ((train_paths, train_labels), (val_paths, val_labels)):
-        images, kept, report = decode_files(paths, base_size, workers)
-        reports.append(report)
-        sets.append(_from_arrays(images, np.array(labels, dtype=np.int64)[kept]))
-    if len(sets[0]) == 0:
-        raise ValueError(f"No readable image in {root}: all {reports[0].total} files failed to decode.")
-    return DataSplits(name, sets[0], sets[1], classes, reports)
+    side, gray_share = probe_images(train_paths)
+    return DataListing(
+        name or root.name,
+        classes,
+        Records(np.array(train_labels, dtype=np.int64), paths=train_paths),
+        Records(np.array(val_labels, dtype=np.int64), paths=val_paths),
+        native_side=side,
+        grayscale=gray_share >= 0.9,
+    )
 
 
 def _checked_scan(root: Path) -> tuple[list[str], list[str], list[int]]:
@@ -270,27 +339,34 @@ def _checked_scan(root: Path) -> tuple[list[str], list[str], list[int]]:
     return classes, paths, labels
 
 
-def _check_fits_in_memory(n_images: int, base_size: int, root: Path) -> None:
+def _check_fits_in_memory(n_images: int, base_size: int, name: str) -> None:
     import os
 
     needed = n_images * 3 * base_size * base_size
     available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else needed * 2
     if needed > available // 2:
         raise ValueError(
-            f"{root}: {n_images} images at {base_size}px need {needed / 2**30:.1f} GiB decoded, more than half this "
+            f"{name}: {n_images} images at {base_size}px need {needed / 2**30:.1f} GiB decoded, more than half this "
             f"machine's memory; train at a smaller --image-size or on a subset."
         )
 
 
-def save_samples(data: DataSplits, folder: Path, count: int = 8) -> list[Path]:
-    """Write the first ``count`` validation images as PNGs named ``<index>_<class>.png`` (to look at, or to predict)."""
+def save_samples(listing: DataListing, folder: Path, count: int = 8) -> list[Path]:
+    """Write the first ``count`` validation images, at their own size, as PNGs named ``<index>_<class>.png``
+    (to look at, or to predict)."""
     from PIL import Image
 
     folder.mkdir(parents=True, exist_ok=True)
     written = []
-    for i in range(min(count, len(data.val))):
-        label = data.class_names[int(data.val.labels[i])].replace("/", "-")
+    for i in range(min(count, len(listing.val))):
+        if listing.val.images is not None:
+            array = listing.val.images[i].permute(1, 2, 0).numpy()  # [3, H, W] -> [H, W, 3]
+        else:
+            array = decode_image(listing.val.paths[i])
+            if array is None:
+                continue
+        label = listing.class_names[int(listing.val.labels[i])].replace("/", "-")
         path = folder / f"{i:03d}_{label}.png"
-        Image.fromarray(data.val.images[i].permute(1, 2, 0).numpy()).save(path)
+        Image.fromarray(array).save(path)
         written.append(path)
     return written

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -11,11 +12,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from vitkit.data.sources import load_data
-from vitkit.export.deploy import DeployModel, deploy_pixels, require, to_layout
+from vitkit.checkpoint import load_model
+from vitkit.data.sources import eval_set, list_data
+from vitkit.export.deploy import DeployModel, require, to_layout
 from vitkit.export.verify import MIN_AGREEMENT, Verification, VerificationFailed, compare
 from vitkit.models import fuse
-from vitkit.training.checkpoint import load_model
+from vitkit.preprocess import Preprocess
 from vitkit.utils import atomic_path, atomic_write_text
 
 FORMATS = ("tflite", "onnx")
@@ -109,32 +111,35 @@ class ExportData:
 def export_data(
     data: str,
     class_names: list[str],
-    size: int,
-    crop_pct: float,
+    preprocess: Preprocess,
     val_fraction: float = 0.1,
     max_val: int = 1000,
     max_calibration: int = 1024,
     seed: int = 0,
+    split_seed: int = 0,
 ) -> ExportData:
-    """``max_calibration=0`` skips the calibration images: only int8 needs them, and at 256 px 1,024 of them
-    take 800 MB as float pixels."""
+    """Validation images (up to ``max_val``) and calibration images (up to ``max_calibration`` training images)
+    as the model evaluates them, ``preprocess.eval_pixels``: the pixels `vitkit predict` computes for the same
+    files. ``max_calibration=0`` skips them: only int8 needs them, and only the chosen ones are decoded."""
     try:
-        splits = load_data(data, round(size / crop_pct), val_fraction)
+        listing = list_data(data, val_fraction, split_seed)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{e} Give --calibration-data with images of the model's classes.") from None
-    if splits.class_names != class_names:
+    if listing.class_names != class_names:
         raise ValueError(
-            f"{data} has classes {splits.class_names[:5]}... but the model was trained on {class_names[:5]}...; "
+            f"{data} has classes {listing.class_names[:5]}... but the model was trained on {class_names[:5]}...; "
             "give --calibration-data with the same class folders."
         )
     g = torch.Generator().manual_seed(seed)
-    val_idx = torch.randperm(len(splits.val), generator=g)[:max_val].sort().values
-    cal_idx = torch.randperm(len(splits.train), generator=g)[:max_calibration]
+    val_idx = torch.randperm(len(listing.val), generator=g)[:max_val].sort().values
+    cal_idx = torch.randperm(len(listing.train), generator=g)[:max_calibration]
+    val, _ = eval_set(listing.val.subset(val_idx.numpy()), preprocess)
+    calibration = eval_set(listing.train.subset(cal_idx.numpy()), preprocess)[0] if max_calibration else None
     return ExportData(
-        name=splits.describe(),
-        val=deploy_pixels(splits.val.images[val_idx], size, crop_pct),
-        labels=splits.val.labels[val_idx].numpy(),
-        calibration=deploy_pixels(splits.train.images[cal_idx], size, crop_pct) if max_calibration else None,
+        name=f"{listing.name}: {len(val)} validation images",
+        val=val.images.float(),
+        labels=val.labels.numpy(),
+        calibration=calibration.images.float() if calibration is not None else None,
     )
 
 
@@ -146,7 +151,7 @@ def reference_logits(model: torch.nn.Module, pixels: torch.Tensor, batch_size: i
 
 
 def default_output(checkpoint: str | Path, meta: dict, fmt: str, quantize: str, image_size: int) -> Path:
-    size = "" if image_size == meta.get("preprocess", {}).get("input_size") else f"_{image_size}"
+    size = "" if image_size == meta["preprocess"]["input_size"] else f"_{image_size}"
     name = f"{meta['model']}{size}{'' if quantize == 'none' else '_' + quantize}{SUFFIX[fmt]}"
     return Path(meta["_folder"]) / name
 
@@ -175,14 +180,19 @@ def export(
     check_choice(format, quantize)
     layout = layout or DEFAULT_LAYOUT[format]
     model, meta = load_model(checkpoint)
+    if image_size:
+        model.preprocess = dataclasses.replace(model.preprocess, input_size=image_size)
     p = model.preprocess
-    size = image_size or p.input_size
-    data = calibration_data or meta.get("config", {}).get("data")
+    size = p.input_size
+    recorded = meta["data"]
+    data = calibration_data or recorded["spec"]
     if not data:
         raise ValueError("The checkpoint does not name its data; give --calibration-data with images of its classes.")
-    val_fraction = meta.get("config", {}).get("val_fraction", 0.1)
     calibration_images = calibration_images if quantize == "int8" else 0
-    images = export_data(data, meta["class_names"], size, p.crop_pct, val_fraction, max_images, calibration_images)
+    images = export_data(
+        data, meta["class_names"], p, recorded["val_fraction"], max_images, calibration_images,
+        split_seed=recorded["split_seed"],
+    )  # fmt: skip
     output = Path(output) if output else default_output(checkpoint, meta, format, quantize, size)
     if output.suffix != SUFFIX[format]:
         raise ValueError(f"A {format} file should end in {SUFFIX[format]}; got {output.name}.")
@@ -227,9 +237,10 @@ def export(
             "checkpoint": str(checkpoint),
             "model": meta["model"],
             "class_names": meta["class_names"],
-            "preprocessing": (
-                f"RGB pixels 0-255 resized to {round(size / p.crop_pct)} and center-cropped to {size}x{size}; "
-                f"normalisation (mean {list(p.mean)}, std {list(p.std)}) is inside the file; output: logits"
+            "preprocessing": p.to_dict(),
+            "pixels": (
+                f"RGB pixels 0-255 (uint8 values as float, or int8 as the input tensor's scale says): {p.describe()}; "
+                "the normalisation is inside the file; output: logits"
             ),
         }
         atomic_write_text(sidecar_path(output), json.dumps(sidecar, indent=2) + "\n")

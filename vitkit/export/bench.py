@@ -8,6 +8,7 @@ are timed in interleaved rounds, so that a burst of load on a shared machine doe
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import tempfile
 import time
@@ -152,7 +153,7 @@ def load_source(source: str, image_size: int | None):
     from vitkit.models import create_model, list_models
 
     if Path(source).exists():
-        from vitkit.training.checkpoint import load_model
+        from vitkit.checkpoint import load_model
 
         return load_model(source)
     if source not in list_models():
@@ -182,19 +183,21 @@ def bench(
         torch.set_num_threads(threads)
     threads = torch.get_num_threads()
     model, meta = load_source(source, image_size)
-    p = model.preprocess
-    size = image_size or p.input_size
-    data = data or meta.get("config", {}).get("data")
+    if image_size:
+        model.preprocess = dataclasses.replace(model.preprocess, input_size=image_size)
+    size = model.preprocess.input_size
+    recorded = meta.get("data") or {}
+    data = data or recorded.get("spec")
     if data and meta["class_names"]:
         int8 = any(quantize == "int8" for _, quantize in formats)
         images = export_data(
             data,
             meta["class_names"],
-            size,
-            p.crop_pct,
-            meta["config"].get("val_fraction", 0.1),
+            model.preprocess,
+            recorded.get("val_fraction", 0.1),
             max_images,
             max_calibration=1024 if int8 else 0,
+            split_seed=recorded.get("split_seed", 0),
         )
         val, labels, calibration = images.val, images.labels, images.calibration
         reference = reference_logits(model, val)

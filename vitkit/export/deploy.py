@@ -1,8 +1,8 @@
-"""What an exported file computes, and the pixels it is fed.
+"""What an exported file computes.
 
-An exported classifier takes RGB pixel values 0-255, already resized to its input size, and returns
-logits. The model's mean/std normalisation lives inside the file, so a phone app feeds the camera's pixels
-as they are and cannot get the preprocessing wrong.
+An exported classifier takes RGB pixel values 0-255, already resized and cropped to its input size (what
+``vitkit.preprocess.eval_pixels`` returns), and returns logits. The model's mean/std normalisation lives
+inside the file, so a phone app feeds the camera's pixels as they are and cannot get the normalisation wrong.
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ import importlib
 
 import torch
 from torch import nn
-
-from vitkit.data.transforms import center_crop, resize
 
 LAYOUTS = ("nhwc", "nchw")
 
@@ -64,12 +62,6 @@ class DeployModel(nn.Module):
         if self.layout == "nhwc":
             pixels = pixels.permute(0, 3, 1, 2)  # [B, H, W, 3] -> [B, 3, H, W]
         return self.model(pixels * self.scale + self.shift)
-
-
-def deploy_pixels(images: torch.Tensor, size: int, crop_pct: float = 1.0) -> torch.Tensor:
-    """uint8 [N, 3, H, W] -> float pixels 0-255 [N, 3, size, size]: the resize and center crop an app does
-    before it calls the file (the same geometry as ``vitkit eval``)."""
-    return center_crop(resize(images.float(), int(round(size / crop_pct))), size).contiguous()
 
 
 def to_layout(pixels: torch.Tensor, layout: str) -> torch.Tensor:

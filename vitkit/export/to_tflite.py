@@ -82,7 +82,7 @@ class _Named(torch.nn.Module):
 
 
 def _dynamic_range(content: bytes) -> bytes:
-    """What the seed's TFLiteConverter(optimizations=[DEFAULT]) did: int8 per-channel weights, activations
+    """What the keras.io example's TFLiteConverter(optimizations=[DEFAULT]) did: int8 per-channel weights, activations
     quantized on the fly by the hybrid kernels."""
     from ai_edge_quantizer import quantizer, recipe
 

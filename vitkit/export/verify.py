@@ -40,7 +40,7 @@ class Verification:
 
 def compare(logits: np.ndarray, reference: np.ndarray, labels: np.ndarray, min_agreement: float) -> Verification:
     if not np.isfinite(logits).all():
-        # the seed's own conversion path produced exactly this: a file that runs and outputs NaN
+        # the keras.io example's own conversion path produced exactly this: a file that runs and outputs NaN
         return Verification(len(labels), 0.0, 0.0, _accuracy(reference, labels), float("inf"), min_agreement)
     return Verification(
         count=len(labels),

@@ -1,4 +1,4 @@
-"""Building blocks shared by the model families: conv-norm-act, MobileNetV2 block, transformer block."""
+"""Building blocks shared by the model families: conv-norm-act, MobileNetV2 block, transformer block, and how\nthe reference libraries name the transformer block's weights."""
 
 from __future__ import annotations
 
@@ -170,6 +170,17 @@ class Mlp(nn.Module):
         return self.drop2(self.out_act(self.fc2(x)))
 
 
+# how Hugging Face transformers (v4 names) spells one ``TransformerBlock``; its ViT and MobileViT share them
+TRANSFORMERS_BLOCK_NAMES: list[tuple[str, str]] = [
+    (r"\.layernorm_before\.", ".norm1."),
+    (r"\.layernorm_after\.", ".norm2."),
+    (r"\.attention\.attention\.(query|key|value)\.", r".attn.\1."),  # merged into qkv by the loader
+    (r"\.attention\.output\.dense\.", ".attn.proj."),
+    (r"\.intermediate\.dense\.", ".mlp.fc1."),
+    (r"\.output\.dense\.", ".mlp.fc2."),
+]
+
+
 class TransformerBlock(nn.Module):
     """Pre-norm transformer layer: x + attn(norm1(x)), then x + mlp(norm2(x))."""
 
@@ -197,32 +208,3 @@ class TransformerBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
-
-
-class ConvClassifier(nn.Module):
-    """The frame both MobileViTs share: stem -> stages -> final 1x1 conv -> average pool -> dropout -> linear.
-
-    Subclasses build ``stem``, ``stages`` and ``final_conv``, then call ``init_head``.
-    """
-
-    prefers_channels_last = True  # convolutions dominate: NHWC trains 1.3x faster on CPU (benchmarks/RESULTS.md)
-
-    def init_head(self, num_features: int, num_classes: int, drop_rate: float) -> None:
-        self.num_features = num_features
-        self.head_drop = nn.Dropout(drop_rate)
-        self.reset_classifier(num_classes)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """[B, 3, H, W] RGB in [0, 1] -> [B, num_features, H/32, W/32]."""
-        return self.final_conv(self.stages(self.stem(x)))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.head_drop(x.mean((2, 3)))  # global average pool: [B, C, h, w] -> [B, C]
-        return x if pre_logits else self.head(x)  # logits; softmax belongs to the loss and to predict
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))

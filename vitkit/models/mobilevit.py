@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vitkit.models.layers import ConvClassifier, ConvNormAct, InvertedResidual, TransformerBlock
-from vitkit.models.registry import Preprocess, register_model
+from vitkit.models.layers import TRANSFORMERS_BLOCK_NAMES, ConvNormAct, InvertedResidual, TransformerBlock
+from vitkit.models.registry import register_model
+from vitkit.preprocess import Preprocess
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,108 @@ class MobileViTBlock(nn.Module):
         return self.fusion(torch.cat((shortcut, x), dim=1))
 
 
+class ConvClassifier(nn.Module):
+    """The frame both MobileViTs share (this one and the Keras example's): stem -> stages -> final 1x1 conv ->
+    average pool -> dropout -> linear. Subclasses build ``stem``, ``stages`` and ``final_conv``, then call
+    ``init_head``."""
+
+    prefers_channels_last = True  # convolutions dominate: NHWC trains 1.3x faster on CPU (benchmarks/RESULTS.md)
+    first_conv = "stem.conv.weight"  # the input channels ``load_weights(bgr_to_rgb=True)`` reverses
+
+    @staticmethod
+    def input_multiple(cfg) -> int:
+        return 32  # the output stride: sides that are multiples of it keep every feature map whole
+
+    def init_head(self, num_features: int, num_classes: int, drop_rate: float) -> None:
+        self.num_features = num_features
+        self.head_drop = nn.Dropout(drop_rate)
+        self.reset_classifier(num_classes)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] RGB in [0, 1] -> [B, num_features, H/32, W/32]."""
+        return self.final_conv(self.stages(self.stem(x)))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.head_drop(x.mean((2, 3)))  # global average pool: [B, C, h, w] -> [B, C]
+        return x if pre_logits else self.head(x)  # logits; softmax belongs to the loss and to predict
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+# How the reference implementations name MobileViT's weights: (regex, replacement) rules applied in order to
+# every key, turning it into vitkit's module path. vitkit's own names need no rule.
+
+# transformers MobileViTForImageClassification (checkpoints apple/mobilevit-*)
+TRANSFORMERS_NAMES = [
+    (r"^mobilevit\.", ""),
+    (r"\.convolution\.", ".conv."),
+    (r"\.normalization\.", ".bn."),
+    (r"^conv_stem\.", "stem."),
+    (r"^encoder\.layer\.(\d+)\.layer\.(\d+)\.", r"stages.\1.\2."),  # layer1, layer2: MV2 blocks only
+    (r"^encoder\.layer\.(\d+)\.downsampling_layer\.", r"stages.\1.0."),
+    (r"^encoder\.layer\.(\d+)\.", r"stages.\1.1."),  # the MobileViT block of layer3 .. layer5
+    (r"\.expand_1x1\.", ".expand."),
+    (r"\.conv_3x3\.", ".depthwise."),
+    (r"\.reduce_1x1\.", ".project."),
+    (r"\.conv_kxk\.", ".local_kxk."),
+    (r"\.conv_1x1\.conv\.", ".local_1x1."),
+    (r"\.transformer\.layer\.(\d+)\.", r".transformer.\1."),
+    *TRANSFORMERS_BLOCK_NAMES,
+    (r"\.layernorm\.", ".norm."),
+    (r"\.conv_projection\.", ".proj."),
+    (r"^conv_1x1_exp\.", "final_conv."),
+    (r"^classifier\.", "head."),
+]
+
+# timm mobilevit_xxs / _xs / _s (its ByobNet layout)
+TIMM_NAMES = [
+    (r"\.conv1_1x1\.", ".expand."),
+    (r"\.conv2_kxk\.", ".depthwise."),
+    (r"\.conv3_1x1\.", ".project."),
+    (r"\.conv_kxk\.", ".local_kxk."),
+    (r"\.conv_1x1\.", ".local_1x1."),
+    (r"\.conv_proj\.", ".proj."),
+    (r"\.conv_fusion\.", ".fusion."),
+    (r"^head\.fc\.", "head."),
+]
+
+# Apple ml-cvnets checkpoints (layer_1 .. layer_5, ConvLayer ``block`` wrappers, fused qkv_proj)
+CVNETS_NAMES = [
+    (r"\.block\.", "."),
+    (r"\.norm\.", ".bn."),
+    (r"^conv_1\.", "stem."),
+    (r"^layer_1\.", "stages.0."),
+    (r"^layer_2\.", "stages.1."),
+    (r"^layer_3\.", "stages.2."),
+    (r"^layer_4\.", "stages.3."),
+    (r"^layer_5\.", "stages.4."),
+    (r"\.local_rep\.conv_3x3\.", ".local_kxk."),
+    (r"\.local_rep\.conv_1x1\.conv\.", ".local_1x1."),
+    (r"\.exp_1x1\.", ".expand."),
+    (r"\.conv_3x3\.", ".depthwise."),
+    (r"\.red_1x1\.", ".project."),
+    (r"\.global_rep\.(\d+)\.pre_norm_mha\.0\.", r".transformer.\1.norm1."),
+    (r"\.global_rep\.(\d+)\.pre_norm_mha\.1\.qkv_proj\.", r".transformer.\1.attn.qkv."),
+    (r"\.global_rep\.(\d+)\.pre_norm_mha\.1\.out_proj\.", r".transformer.\1.attn.proj."),
+    (r"\.global_rep\.(\d+)\.pre_norm_ffn\.0\.", r".transformer.\1.norm2."),
+    (r"\.global_rep\.(\d+)\.pre_norm_ffn\.1\.", r".transformer.\1.mlp.fc1."),
+    (r"\.global_rep\.(\d+)\.pre_norm_ffn\.4\.", r".transformer.\1.mlp.fc2."),
+    (r"\.global_rep\.\d+\.(weight|bias)$", r".norm.\1"),  # the LayerNorm after the last transformer layer
+    (r"\.conv_proj\.", ".proj."),
+    (r"^conv_1x1_exp\.", "final_conv."),
+    (r"^classifier\.fc\.", "head."),
+]
+
+
 class MobileViT(ConvClassifier):
+    # the weight layouts ``vitkit.load_weights`` recognises; vitkit's own first
+    weight_sources = {"vitkit": [], "timm": TIMM_NAMES, "transformers": TRANSFORMERS_NAMES, "ml-cvnets": CVNETS_NAMES}
+
     def __init__(self, cfg: MobileViTConfig, num_classes: int = 1000, in_chans: int = 3):
         super().__init__()
         self.config = cfg
@@ -146,8 +248,9 @@ CONFIGS = {
     "s": MobileViTConfig(channels=(32, 64, 96, 128, 160), dims=(144, 192, 240), num_features=640, expansion=4.0),
 }
 
-# trained on [0, 1] pixels, no mean/std (matches the reference weights); timm evaluates at crop_pct 0.9
-_PREPROCESS = Preprocess(input_size=256, crop_pct=0.9, interpolation="bicubic")
+# trained on [0, 1] pixels, no mean/std (matches the reference weights); timm evaluates its ImageNet weights at
+# crop_pct 0.9, bicubic, shorter side first
+_PREPROCESS = Preprocess(input_size=256, crop_pct=0.9, interpolation="bicubic", resize_mode="shorter")
 
 for _size, _cfg in CONFIGS.items():
     register_model(

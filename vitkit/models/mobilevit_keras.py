@@ -1,6 +1,6 @@
 """The MobileViT-XXS of the Keras example (keras.io, Sayak Paul), layer for layer.
 
-It departs from the paper (see SPEC.md): biased convs with swish and no BatchNorm outside the MV2
+It departs from the paper: biased convs with swish and no BatchNorm outside the MV2
 blocks, a 3x3 local conv straight to d, 2-head attention with key_dim d, swish after both MLP denses,
 no LayerNorm after the transformer, a fusion conv that outputs d, TensorFlow "same" padding and
 Keras BatchNorm defaults (eps 1e-3, momentum 0.99).
@@ -21,8 +21,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from vitkit.models.layers import ConvClassifier, ConvNormAct, InvertedResidual, TransformerBlock
-from vitkit.models.registry import Preprocess, register_model
+from vitkit.models.layers import ConvNormAct, InvertedResidual, TransformerBlock
+from vitkit.models.mobilevit import ConvClassifier
+from vitkit.models.registry import register_model
+from vitkit.preprocess import Preprocess
 
 # Keras BatchNormalization defaults; Keras momentum 0.99 is PyTorch momentum 0.01
 _KERAS_BN = dict(bn_eps=1e-3, bn_momentum=0.01, tf_same=True)
@@ -86,6 +88,8 @@ class KerasMobileViTBlock(nn.Module):
 
 
 class KerasMobileViT(ConvClassifier):
+    weight_sources = {"vitkit": []}  # no other PyTorch library builds this network
+
     def __init__(self, cfg: KerasMobileViTConfig, num_classes: int = 1000, in_chans: int = 3):
         super().__init__()
         self.config = cfg
@@ -115,7 +119,7 @@ register_model(
     "mobilevit_xxs_keras",
     KerasMobileViT,
     KerasMobileViTConfig(),
-    # the example resizes validation images straight to 256 (no crop) and rescales by 1/255
-    Preprocess(input_size=256, crop_pct=1.0, interpolation="bilinear"),
-    "MobileViT-XXS exactly as the Keras example builds it (seed 000/001/002)",
+    # the example resizes validation images straight to 256x256 (tf.image.resize: a squash, bilinear, no crop)
+    Preprocess(input_size=256, crop_pct=1.0, interpolation="bilinear", resize_mode="squash"),
+    "MobileViT-XXS exactly as the keras.io example builds it",
 )

@@ -10,23 +10,7 @@ from typing import Any, Callable
 
 from torch import nn
 
-
-@dataclass(frozen=True)
-class Preprocess:
-    """How a model wants its pixels: the data, export and predict code read this.
-
-    Images are converted to RGB float in [0, 1], resized so the short side is ``input_size / crop_pct``,
-    center-cropped to ``input_size``, then normalized with ``mean`` / ``std``.
-    """
-
-    input_size: int
-    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    crop_pct: float = 1.0
-    interpolation: str = "bilinear"
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+from vitkit.preprocess import Preprocess
 
 
 @dataclass(frozen=True)
@@ -47,8 +31,15 @@ def register_model(name: str, model_cls, config, preprocess: Preprocess, descrip
 
 
 def _ensure_registered() -> None:
-    # the model modules register their presets on import
-    from vitkit.models import mobilevit, mobilevit_keras, vit  # noqa: F401
+    """Import every module of ``vitkit.models``: each family's file registers its presets on import, so a new
+    family is one new file."""
+    import importlib
+    import pkgutil
+
+    import vitkit.models
+
+    for module in pkgutil.iter_modules(vitkit.models.__path__):
+        importlib.import_module(f"vitkit.models.{module.name}")
 
 
 def list_models(pattern: str | None = None) -> list[str]:

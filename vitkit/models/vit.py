@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vitkit.models.layers import TransformerBlock
-from vitkit.models.registry import Preprocess, register_model
+from vitkit.models.layers import TRANSFORMERS_BLOCK_NAMES, TransformerBlock
+from vitkit.models.registry import register_model
+from vitkit.preprocess import Preprocess
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,35 @@ class PatchEmbed(nn.Module):
         return self.proj(x)  # [B, 3, H, W] -> [B, D, H/p, W/p]
 
 
+# How transformers' ViTForImageClassification / ViTModel names the weights: the hub files (google/vit-*) use
+# the v4 names, a transformers v5 model's own state_dict the v5 ones (layers.N, q_proj, o_proj, mlp.fc1).
+# timm's names are vitkit's.
+TRANSFORMERS_NAMES = [
+    (r"^vit\.", ""),
+    (r"^layers\.(\d+)\.", r"blocks.\1."),
+    (r"\.attention\.q_proj\.", ".attn.query."),
+    (r"\.attention\.k_proj\.", ".attn.key."),
+    (r"\.attention\.v_proj\.", ".attn.value."),
+    (r"\.attention\.o_proj\.", ".attn.proj."),
+    (r"^embeddings\.cls_token$", "cls_token"),
+    (r"^embeddings\.position_embeddings$", "pos_embed"),
+    (r"^embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
+    (r"^encoder\.layer\.(\d+)\.", r"blocks.\1."),
+    *TRANSFORMERS_BLOCK_NAMES,
+    (r"^layernorm\.", "norm."),
+    (r"^classifier\.", "head."),
+    (r"^(vit\.)?pooler\.", None),  # transformers' ViTModel pooler: no part of a classifier
+]
+
+
 class VisionTransformer(nn.Module):
     prefers_channels_last = False  # token-major already: nothing to gain
+    weight_sources = {"vitkit/timm": [], "transformers": TRANSFORMERS_NAMES}
+    first_conv = "patch_embed.proj.weight"
+
+    @staticmethod
+    def input_multiple(cfg: ViTConfig) -> int:
+        return cfg.patch_size  # pixels past the last whole patch are not seen
 
     def __init__(self, cfg: ViTConfig, num_classes: int = 1000, in_chans: int = 3):
         super().__init__()
@@ -91,7 +119,7 @@ class VisionTransformer(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)  # the seed: RandomNormal(stddev=0.02); class token zeros
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)  # RandomNormal(stddev=0.02) in the TensorFlow ViT tutorial; class token zeros
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
@@ -118,8 +146,10 @@ class VisionTransformer(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-# Google's and timm's ImageNet weights take [-1, 1] pixels
-_IMAGENET_VIT = Preprocess(input_size=224, mean=(0.5,) * 3, std=(0.5,) * 3, crop_pct=0.9, interpolation="bicubic")
+# Google's and timm's ImageNet weights take [-1, 1] pixels; timm evaluates them at crop_pct 0.9, bicubic
+_IMAGENET_VIT = Preprocess(
+    input_size=224, mean=(0.5,) * 3, std=(0.5,) * 3, crop_pct=0.9, interpolation="bicubic", resize_mode="shorter"
+)
 
 _PRESETS = {
     # name: (config, preprocess, description)
@@ -131,7 +161,7 @@ _PRESETS = {
     "vit_b16_no_qkv_bias": (  # 86,540,008 params: 27,648 fewer
         ViTConfig(dim=768, depth=12, num_heads=12, qkv_bias=False),
         _IMAGENET_VIT,
-        "ViT-B/16 as the TensorFlow seed builds it (no qkv bias)",
+        "ViT-B/16 as the TensorFlow ViT tutorial builds it (no qkv bias)",
     ),
     "vit_s16": (  # 22,050,664 params
         ViTConfig(dim=384, depth=12, num_heads=6),
@@ -147,9 +177,12 @@ _PRESETS = {
         ViTConfig(
             dim=64, depth=8, num_heads=4, patch_size=6, image_size=72, mlp_ratio=2.0, mlp_out_act=True, drop_rate=0.1
         ),
-        # the example's Normalization layer adapted to CIFAR-10; it resizes 32 -> 72 with no crop
-        Preprocess(input_size=72, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616), crop_pct=1.0),
-        "small ViT of the Keras CIFAR-10 example (seed 003): image 72, patch 6, dim 64, 8 layers, 4 heads",
+        # the example's Normalization layer adapted to CIFAR-10; it resizes 32 -> 72 with no crop (a squash)
+        Preprocess(
+            input_size=72, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616), crop_pct=1.0,
+            resize_mode="squash",
+        ),  # fmt: skip
+        "small ViT of the Keras CIFAR-10 example: image 72, patch 6, dim 64, 8 layers, 4 heads",
     ),
 }
 

@@ -23,11 +23,16 @@ class TrainConfig:
     model_args: dict[str, Any] = field(default_factory=dict)  # preset overrides, e.g. {drop_rate: 0.1}
     pretrained: str | None = None  # weights file to start from (vitkit, timm, transformers, ml-cvnets)
     output: str | None = None  # default: runs/<model>-<data>
-    # data pipeline
-    image_size: int | None = None  # default: the model's
+    # data pipeline (None: chosen by vitkit.training.defaults, from the model and the data, and printed)
+    image_size: int | None = None  # default: fits the data (2x its images' side, 64 at least, the model's at most)
     augment: str = "resize-crop-flip"  # resize-crop-flip | keras-vit | random-resized-crop | none
-    train_resize: float = 1.0  # resize-crop-flip resizes to image_size * this before cropping (seed: 280/256)
-    crop_pct: float | None = None  # evaluation resize; default: the model's
+    train_resize: float | None = None  # resize-crop-flip resizes to image_size * this, then crops; default 1/crop_pct
+    hflip: bool | None = None  # horizontal flips; default: on for colour photos, off for grayscale images
+    crop_pct: float | None = None  # evaluation keeps this share of the resized side; default: the model's
+    interpolation: str | None = None  # bilinear | bicubic | nearest; default: the model's
+    resize_mode: str | None = None  # shorter (side, then centre crop) | squash; default: the model's
+    mean: list[float] | None = None  # normalisation; default: the model's
+    std: list[float] | None = None
     val_fraction: float = 0.1  # for folders without train/ and val/
     workers: int = 0  # processes decoding images; 0: one per core, up to 8
     # optimisation
@@ -73,6 +78,12 @@ def coerce(name: str, value: Any) -> Any:
         if optional:
             return None
         raise ValueError(f"--{name.replace('_', '-')} needs a value.")
+    if typing.get_origin(base) is list:  # "0.5,0.5,0.5" on the command line, a list in YAML
+        items = value.split(",") if isinstance(value, str) else value
+        try:
+            return [float(v) for v in items]
+        except (TypeError, ValueError):
+            raise ValueError(f"--{name.replace('_', '-')} takes numbers separated by commas, not '{value}'.") from None
     if typing.get_origin(base) is dict:
         if isinstance(value, str):
             value = yaml.safe_load(value)

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from vitkit.inference.runtime import pick_device
+
 
 @dataclass
 class DistInfo:
@@ -24,18 +26,6 @@ class DistInfo:
         return self.world_size > 1
 
 
-def pick_device(requested: str, info: DistInfo) -> torch.device:
-    if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ValueError("--device cuda was asked for, but PyTorch sees no GPU; use --device cpu.")
-        index = info.local_rank if requested == "cuda" else int(requested.split(":")[1])
-        torch.cuda.set_device(index)
-        return torch.device("cuda", index)
-    return torch.device(requested)
-
-
 def setup(requested_device: str) -> tuple[DistInfo, torch.device]:
     """Initialise the process group when started by torchrun (WORLD_SIZE > 1); a no-op otherwise."""
     info = DistInfo(
@@ -43,7 +33,7 @@ def setup(requested_device: str) -> tuple[DistInfo, torch.device]:
         world_size=int(os.environ.get("WORLD_SIZE", 1)),
         local_rank=int(os.environ.get("LOCAL_RANK", 0)),
     )
-    device = pick_device(requested_device, info)
+    device = pick_device(requested_device, info.local_rank)
     if info.enabled and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return info, device

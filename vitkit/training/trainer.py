@@ -15,14 +15,20 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from vitkit.data.sources import DataSplits, ImageSet, load_data
+from vitkit.checkpoint import load_state, save_checkpoint
+from vitkit.data.sources import DataSplits, list_data, load_splits
 from vitkit.data.transforms import BatchTransform
+from vitkit.inference import evaluate_model, prepare_for_inference
+from vitkit.inference.metrics import ClassificationMeter
 from vitkit.models import create_model, get_model_spec
+from vitkit.preprocess import Preprocess
 from vitkit.training import distributed
-from vitkit.training.checkpoint import load_state, save_checkpoint
 from vitkit.training.config import TrainConfig, build_config
-from vitkit.training.metrics import ClassificationMeter
+from vitkit.training.defaults import resolve_hflip, resolve_preprocess, train_side
 from vitkit.utils import atomic_write_text
+
+SPLIT_SEED = 0  # folders without train/ and val/ are split the same way by every run and by `vitkit eval`
+TRAILING_GAP, TRAILING_EPOCHS = 0.2, 3  # validation top-1 this far below training's, this many epochs: warn
 
 
 class TrainingDiverged(RuntimeError):
@@ -70,18 +76,19 @@ class Run:
     model: nn.Module  # the module whose weights are saved
     train_model: nn.Module  # the same, wrapped for DDP and/or torch.compile
     model_args: dict
-    preprocess: dict
+    preprocess: Preprocess
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
     ema: nn.Module | None
     amp_dtype: torch.dtype | None
     train_tf: BatchTransform
-    eval_tf: BatchTransform
+    eval_batch_size: int
     start_epoch: int = 0
     history: list[dict] = field(default_factory=list)
     best_top1: float = -1.0
     best_epoch: int = 0
+    warned: bool = False  # the trailing-validation warning is given once a run
 
     @property
     def eval_model(self) -> nn.Module:
@@ -95,8 +102,11 @@ def _run(cfg: TrainConfig, resume: bool, info: distributed.DistInfo, device: tor
         restore(run, log)
     for epoch in range(run.start_epoch, cfg.epochs):
         started = time.perf_counter()
+        lr_at_start = run.optimizer.param_groups[0]["lr"]  # the rate this epoch trained at (its first step's)
         train_meter = train_one_epoch(run, epoch)
-        val_meter = evaluate(run.eval_model, run.data.val, run.eval_tf, device, cfg.batch_size * 2, info, run.amp_dtype)
+        # the model as `vitkit eval` loads it (BatchNorm folded), on the same pixels in the same batches
+        inference_model = prepare_for_inference(run.eval_model)
+        val_meter = evaluate_model(inference_model, run.data.val, device, run.eval_batch_size, run.amp_dtype)
         seconds = time.perf_counter() - started
         record = {
             "epoch": epoch + 1,
@@ -105,7 +115,7 @@ def _run(cfg: TrainConfig, resume: bool, info: distributed.DistInfo, device: tor
             "val_loss": round(val_meter.loss, 5),
             "val_top1": round(val_meter.top1, 5),
             "val_top5": round(val_meter.top5, 5),
-            "lr": run.optimizer.param_groups[0]["lr"],
+            "lr": lr_at_start,
             "seconds": round(seconds, 2),
             "train_images_per_s": round(train_meter.count / seconds, 1),
         }
@@ -121,6 +131,10 @@ def _run(cfg: TrainConfig, resume: bool, info: distributed.DistInfo, device: tor
             f"val loss {record['val_loss']:.4f} top1 {record['val_top1']:.2%} top5 {record['val_top5']:.2%}  "
             f"{seconds:.1f}s ({record['train_images_per_s']:.0f} img/s){'  *best' if is_best else ''}"
         )
+        warning = trailing_validation(run.history)
+        if warning and not run.warned:
+            log(warning)
+            run.warned = True
     log(f"best val top1 {run.best_top1:.2%} at epoch {run.best_epoch}: {run.out / 'best.safetensors'}")
     return TrainResult(run.out, run.best_top1, run.best_epoch, run.history)
 
@@ -129,26 +143,27 @@ def setup(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device, lo
     """Data, model, optimizer, schedule, EMA, mixed precision and transforms for ``cfg``."""
     out = cfg.resolved_output()
     torch.manual_seed(cfg.seed)
-    model_args = dict(cfg.model_args)
-    if cfg.image_size:  # the training size also lays out ViT's position embedding
-        model_args.setdefault("image_size", cfg.image_size)
     spec = get_model_spec(cfg.model)
-    size = model_args.get("image_size", spec.config.image_size)
-    crop_pct = cfg.crop_pct or spec.preprocess.crop_pct
-
-    data = load_data(
-        cfg.data, max(round(size * cfg.train_resize), round(size / crop_pct)), cfg.val_fraction, 0, cfg.workers
-    )
+    listing = list_data(cfg.data, cfg.val_fraction, SPLIT_SEED)
+    preprocess, size_choice = resolve_preprocess(cfg, spec, listing)
+    hflip, flip_choice = resolve_hflip(cfg, listing)
+    side = train_side(cfg, preprocess)
+    data = load_splits(listing, preprocess, side, cfg.workers)
     log(data.describe())
     for report in data.reports:
         if report.skipped:
             log(f"  {report}")
+    log(f"  image size {preprocess.input_size} ({size_choice})")
+    log(f"  horizontal flips {'on' if hflip else 'off'} ({flip_choice})")
+    log(f"  evaluation: {preprocess.describe()}")
+
+    model_args = {**cfg.model_args, "image_size": preprocess.input_size}  # also lays out ViT's position grid
     model = create_model(cfg.model, num_classes=data.num_classes, **model_args)
+    model.preprocess = preprocess
     if cfg.pretrained:
         from vitkit.weights import load_weights
 
         log(f"  {load_weights(model, cfg.pretrained)} from {cfg.pretrained}")
-    preprocess = {**model.preprocess.to_dict(), "input_size": size, "crop_pct": crop_pct}
     model.to(device)
     channels_last = cfg.channels_last if cfg.channels_last is not None else model.prefers_channels_last
     if channels_last:
@@ -169,21 +184,36 @@ def setup(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device, lo
         )
     if cfg.compile:
         train_model = torch.compile(train_model)
-    mean, std = preprocess["mean"], preprocess["std"]
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     log(
-        f"training {cfg.model} ({sum(p.numel() for p in model.parameters()):,} params) at {size}px, "
+        f"training {cfg.model} ({sum(p.numel() for p in model.parameters()):,} params) at {preprocess.input_size}px, "
         f"batch {cfg.batch_size} x {info.world_size} process(es), {cfg.epochs} epochs on {device}"
         f"{' (channels_last)' if channels_last else ''} -> {out}"
     )
     return Run(
         cfg, info, device, out, data, model, train_model, model_args, preprocess, optimizer, scheduler,
         torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16), ema, amp_dtype,
-        train_tf=BatchTransform(size, mean, std, cfg.augment, cfg.train_resize, crop_pct, channels_last),
-        eval_tf=BatchTransform(size, mean, std, "none", crop_pct=crop_pct, channels_last=channels_last),
+        train_tf=BatchTransform(preprocess, cfg.augment, side, hflip, channels_last),
+        eval_batch_size=cfg.batch_size * 2,
     )  # fmt: skip
+
+
+def trailing_validation(history: list[dict]) -> str | None:
+    """A warning when validation top-1 has trailed training top-1 by more than TRAILING_GAP for the last
+    TRAILING_EPOCHS epochs, with the likely causes; None otherwise."""
+    recent = history[-TRAILING_EPOCHS:]
+    if len(recent) < TRAILING_EPOCHS or any(h["train_top1"] - h["val_top1"] <= TRAILING_GAP for h in recent):
+        return None
+    last = recent[-1]
+    return (
+        f"warning: validation top-1 ({last['val_top1']:.1%}) has trailed training top-1 ({last['train_top1']:.1%}) "
+        f"by more than {TRAILING_GAP:.0%} for {TRAILING_EPOCHS} epochs. Likely causes: the validation images differ "
+        "from the training ones (another source, other labels, classes mixed up between folders); too few training "
+        "images for the model (more data, --pretrained weights, stronger augmentation, more --weight-decay); or "
+        "an augmentation that changes what a class means (--hflip false for text, digits, or left/right classes)."
+    )
 
 
 def restore(run: Run, log) -> None:
@@ -208,7 +238,9 @@ def save(run: Run, record: dict, is_best: bool) -> None:
         "model": run.cfg.model,
         "model_args": run.model_args,
         "class_names": run.data.class_names,
-        "preprocess": run.preprocess,
+        "preprocess": run.preprocess.to_dict(),  # exactly as training used it; `vitkit eval` reads it back
+        "data": {"spec": run.cfg.data, "val_fraction": run.cfg.val_fraction, "split_seed": SPLIT_SEED},
+        "eval_batch_size": run.eval_batch_size,
         "epoch": record["epoch"],
         "metrics": record,
         "ema": run.ema is not None,
@@ -279,13 +311,10 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
     raise ValueError(f"Unknown --amp '{amp}'; choose auto, bf16, fp16 or none.")
 
 
-def shard_batches(
-    n: int, batch_size: int, generator: torch.Generator | None, info: distributed.DistInfo
-) -> list[torch.Tensor]:
-    """Batches of indices for this process: a shared (shuffled) order, every world_size-th index."""
-    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-    if generator is not None:  # training: equal shards so every process takes the same number of steps
-        order = order[: n // info.world_size * info.world_size]
+def shard_batches(n: int, batch_size: int, generator: torch.Generator, info: distributed.DistInfo) -> list[torch.Tensor]:
+    """Batches of indices for this process: a shared shuffled order, every world_size-th index, in equal shards
+    so that every process takes the same number of steps."""
+    order = torch.randperm(n, generator=generator)[: n // info.world_size * info.world_size]
     mine = order[info.rank :: info.world_size]
     return list(mine.split(batch_size))
 
@@ -343,24 +372,6 @@ def check_finite(loss: torch.Tensor, epoch: int, step: int, cfg: TrainConfig, in
         )
 
 
-@torch.no_grad()
-def evaluate(
-    model, data: ImageSet, transform, device, batch_size: int, info=None, amp_dtype=None
-) -> ClassificationMeter:
-    """Loss, top-1/top-5 and confusion matrix of ``model`` on ``data``, shared out across processes."""
-    info = info or distributed.DistInfo()
-    model.eval()
-    meter = ClassificationMeter(model.num_classes, device)
-    for idx in shard_batches(len(data), batch_size, None, info):
-        x = transform(data.images[idx].to(device, non_blocking=True))
-        y = data.labels[idx].to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            logits = model(x).float()
-        meter.update(logits, y, F.cross_entropy(logits, y))
-    meter.all_reduce()
-    return meter
-
-
 def write_history(history: list[dict], folder: Path) -> None:
     """metrics.json, metrics.csv and the loss / top-1 / top-5 plots."""
     atomic_write_text(folder / "metrics.json", json.dumps(history, indent=2))
@@ -369,9 +380,6 @@ def write_history(history: list[dict], folder: Path) -> None:
     writer.writeheader()
     writer.writerows(history)
     atomic_write_text(folder / "metrics.csv", buffer.getvalue())
-    try:
-        from vitkit.training.plots import plot_history
+    from vitkit.plots import plot_history
 
-        plot_history(history, folder)
-    except ImportError:
-        pass  # matplotlib is a dependency; a stripped environment still trains
+    plot_history(history, folder)

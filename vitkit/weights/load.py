@@ -10,26 +10,10 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from vitkit.weights.convert import (
-    CVNETS_MOBILEVIT,
-    HF_MOBILEVIT,
-    HF_VIT,
-    IGNORED_KEYS,
-    TIMM_MOBILEVIT,
-    Rules,
-    StateDict,
-    rename_keys,
-)
+from vitkit.weights.rename import IGNORED_KEYS, StateDict, rename_keys
 
-# the source formats each model class can read: vitkit's own names come first
-_SOURCES: dict[str, dict[str, Rules]] = {
-    "MobileViT": {"vitkit": [], "timm": TIMM_MOBILEVIT, "transformers": HF_MOBILEVIT, "ml-cvnets": CVNETS_MOBILEVIT},
-    "VisionTransformer": {"vitkit/timm": [], "transformers": HF_VIT},
-    "KerasMobileViT": {"vitkit": []},
-}
 # containers that training scripts wrap state dicts in
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "state_dict_ema", "model_ema")
-_FIRST_CONV = ("stem.conv.weight", "patch_embed.proj.weight")
 
 
 @dataclass
@@ -117,19 +101,19 @@ def load_weights(
     if not isinstance(weights, Mapping):
         weights = read_state_dict(weights)
     state_dict = {k: v for k, v in unwrap_state_dict(weights).items() if not IGNORED_KEYS.search(k)}
-    family = type(model).__name__
-    if family not in _SOURCES:
-        raise TypeError(f"load_weights takes a vitkit model, got {family}.")
+    sources = getattr(type(model), "weight_sources", None)  # declared by each model family, beside its code
+    if sources is None:
+        raise TypeError(f"load_weights takes a vitkit model, got {type(model).__name__}.")
 
     target = model.state_dict()
     target_keys = {k for k in target if not IGNORED_KEYS.search(k)}
     head_keys = {k for k in target_keys if k.startswith("head.")}
     body_keys = target_keys - head_keys
     # the format whose renamed keys cover most of the model's body wins
-    candidates = {name: rename_keys(state_dict, rules) for name, rules in _SOURCES[family].items()}
+    candidates = {name: rename_keys(state_dict, rules) for name, rules in sources.items()}
     source, converted = max(candidates.items(), key=lambda item: len(body_keys & item[1].keys()))
     if len(body_keys & converted.keys()) < len(body_keys) / 2:
-        formats = ", ".join(_SOURCES[family])
+        formats = ", ".join(sources)
         raise ValueError(
             f"These {len(state_dict)} weights (e.g. {next(iter(state_dict), 'none')}) cover less than half of "
             f"{model.name} in any known format ({formats}); are they from another architecture?"
@@ -159,10 +143,8 @@ def load_weights(
             "Pass strict=False to load the rest."
         )
 
-    if bgr_to_rgb:
-        for key in _FIRST_CONV:
-            if key in converted:
-                converted[key] = converted[key].flip(1)
+    if bgr_to_rgb and model.first_conv in converted:
+        converted[model.first_conv] = converted[model.first_conv].flip(1)
     model.load_state_dict(converted, strict=False)
     return result
 

@@ -1,4 +1,4 @@
-"""PNG plots of a run (loss, top-1, top-5 per epoch, as the seeds plotted) and of a confusion matrix."""
+"""PNG plots of a run (loss, top-1, top-5 per epoch, as the keras.io examples plot them) and of a confusion matrix."""
 
 from __future__ import annotations
 

@@ -1,10 +1,11 @@
 """Checkpoints that describe themselves: safetensors weights + a small JSON, written atomically.
 
 A run folder holds ``best.*`` (highest validation top-1) and ``last.*`` (the latest epoch):
-``NAME.safetensors`` (the weights to use: the EMA ones when EMA is on), ``NAME.json`` (model name and
-arguments, class names, preprocessing, epoch, metrics, config) and, for ``last``, ``last.state.pt``
-(optimizer, scheduler, EMA and RNG state for ``--resume``; tensors and plain values only, so it loads with
-``weights_only=True``).
+``NAME.safetensors`` (the weights to use: the EMA ones when EMA is on) and ``NAME.json``, which records all
+that evaluation needs without the training code: the model and its arguments, the class names, the
+preprocessing exactly as training used it, the data and split it was validated on, and the metrics.
+``last.state.pt`` holds the optimizer, schedule, EMA and history for ``--resume`` (tensors and plain values
+only, so it loads with ``weights_only=True``).
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from vitkit.preprocess import Preprocess
 from vitkit.utils import atomic_path, atomic_write_text
 
-FORMAT = "vitkit-checkpoint/1"
+FORMAT = "vitkit-checkpoint/2"
+FORMAT_V1 = "vitkit-checkpoint/1"  # before the preprocessing record was complete; read, never written
 
 
 def save_checkpoint(
@@ -57,26 +60,44 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's JSON, with ``_folder`` (where its weights lie) added; version 1 records are upgraded."""
     json_path = resolve_checkpoint(path)
     try:
         meta = json.loads(json_path.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{json_path} is not valid JSON ({e}).") from None
+    if meta.get("format") == FORMAT_V1:
+        meta = _upgrade_v1(meta)
     if meta.get("format") != FORMAT:
         raise ValueError(f"{json_path} is not a vitkit checkpoint (format {meta.get('format')!r}).")
     meta["_folder"] = str(json_path.parent)
     return meta
 
 
+def _upgrade_v1(meta: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 recorded every preprocessing field but the resize mode, and evaluated by squashing; the data
+    and split lived in the training config."""
+    config = meta.get("config", {})
+    return {
+        **meta,
+        "format": FORMAT,
+        "preprocess": {**meta["preprocess"], "resize_mode": "squash"},
+        "data": {"spec": config.get("data"), "val_fraction": config.get("val_fraction", 0.1), "split_seed": 0},
+    }
+
+
 def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model a checkpoint describes and load its weights; returns (model in eval mode, meta)."""
-    from vitkit.models import Preprocess, create_model
+    """Rebuild the model a checkpoint describes and load its weights; returns (model in eval mode, meta).
+
+    ``model.preprocess`` is the checkpoint's own record, exactly as training used it.
+    """
+    from vitkit.models import create_model
     from vitkit.weights import load_weights
 
     meta = read_meta(path)
     model = create_model(meta["model"], num_classes=len(meta["class_names"]), **meta.get("model_args", {}))
     load_weights(model, Path(meta["_folder"]) / meta["weights"])
-    model.preprocess = Preprocess(**{**model.preprocess.to_dict(), **meta.get("preprocess", {})})
+    model.preprocess = Preprocess.from_dict(meta["preprocess"])
     model.class_names = meta["class_names"]
     return model.eval(), meta
 

@@ -1,0 +1,109 @@
+"""Checkpoints: what they record, how they are found and read back (no training needed), and the import seams."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import vitkit
+from vitkit.checkpoint import FORMAT, load_model, load_state, read_meta, resolve_checkpoint, save_checkpoint
+from vitkit.preprocess import Preprocess
+
+PRE = Preprocess(48, mean=(0.1, 0.2, 0.3), std=(0.9, 0.8, 0.7), crop_pct=0.875, interpolation="bicubic")
+
+
+def write_run(folder, model=None, preprocess=PRE, state=None, name="best"):
+    model = model or vitkit.create_model("vit_cifar", num_classes=3, image_size=48)
+    meta = {
+        "model": "vit_cifar",
+        "model_args": {"image_size": 48},
+        "class_names": ["a", "b", "c"],
+        "preprocess": preprocess.to_dict(),
+        "data": {"spec": "somewhere", "val_fraction": 0.2, "split_seed": 0},
+        "epoch": 3,
+    }
+    save_checkpoint(folder, name, model.state_dict(), meta, state)
+    return model
+
+
+def test_a_checkpoint_rebuilds_the_model_with_its_own_preprocessing(tmp_path):
+    source = write_run(tmp_path).eval()
+    model, meta = load_model(tmp_path)
+    assert model.preprocess == PRE  # the record, not the preset's (crop 1.0, bilinear, squash)
+    assert model.class_names == ["a", "b", "c"] and meta["epoch"] == 3 and meta["_folder"] == str(tmp_path)
+    loaded, expected = model.state_dict(), source.state_dict()
+    assert loaded.keys() == expected.keys() and all(torch.equal(loaded[k], expected[k]) for k in expected)
+    assert not model.training
+    assert json.loads((tmp_path / "best.json").read_text())["format"] == FORMAT
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_checkpoint_paths_resolve(tmp_path):
+    write_run(tmp_path)
+    assert resolve_checkpoint(tmp_path) == tmp_path / "best.json"
+    assert resolve_checkpoint(tmp_path / "best.safetensors") == tmp_path / "best.json"
+    assert resolve_checkpoint(tmp_path / "best.json") == tmp_path / "best.json"
+    (tmp_path / "last.json").write_text((tmp_path / "best.json").read_text())
+    (tmp_path / "best.json").unlink()
+    assert resolve_checkpoint(tmp_path) == tmp_path / "last.json"  # a run killed before its first best
+    (tmp_path / "elsewhere").mkdir()
+    with pytest.raises(FileNotFoundError, match="holds no best.json or last.json"):
+        resolve_checkpoint(tmp_path / "elsewhere")
+    with pytest.raises(FileNotFoundError, match="No checkpoint at"):
+        resolve_checkpoint(tmp_path / "nope.json")
+
+
+def test_bad_records_are_one_sentence(tmp_path):
+    (tmp_path / "best.json").write_text("{not json")
+    with pytest.raises(ValueError, match="is not valid JSON"):
+        read_meta(tmp_path)
+    (tmp_path / "best.json").write_text(json.dumps({"format": "something-else/1"}))
+    with pytest.raises(ValueError, match="is not a vitkit checkpoint"):
+        read_meta(tmp_path)
+
+
+def test_version_1_checkpoints_are_read_as_they_evaluated(tmp_path):
+    """Version 1 recorded every preprocessing field but the resize mode, evaluated by squashing, and kept
+    the data spec in the training config."""
+    write_run(tmp_path)
+    meta = json.loads((tmp_path / "best.json").read_text())
+    preprocess = {k: v for k, v in meta.pop("preprocess").items() if k != "resize_mode"}
+    meta.pop("data")
+    v1 = {**meta, "format": "vitkit-checkpoint/1", "preprocess": preprocess,
+          "config": {"data": "digits", "val_fraction": 0.3}}  # fmt: skip
+    (tmp_path / "best.json").write_text(json.dumps(v1))
+    model, meta = load_model(tmp_path)
+    assert model.preprocess == Preprocess(**{**PRE.to_dict(), "resize_mode": "squash"})
+    assert meta["data"] == {"spec": "digits", "val_fraction": 0.3, "split_seed": 0}
+
+
+def test_resume_state_round_trips_with_weights_only(tmp_path):
+    state = {"epoch": 2, "history": [{"epoch": 1, "val_top1": 0.5}], "model": {"w": torch.arange(3.0)}}
+    write_run(tmp_path, state=state, name="last")
+    loaded = load_state(tmp_path)  # torch.load(weights_only=True): plain values and tensors only
+    assert loaded["epoch"] == 2 and loaded["history"] == state["history"]
+    assert torch.equal(loaded["model"]["w"], torch.arange(3.0))
+    with pytest.raises(FileNotFoundError, match="Nothing to resume in"):
+        load_state(tmp_path / "empty")
+
+
+def modules_loaded_by(statement: str, prefixes: tuple[str, ...] = ("vitkit",)) -> set[str]:
+    """The modules whose names start with ``prefixes`` after ``statement``, in a fresh interpreter."""
+    code = f"import sys; {statement}; print(' '.join(sorted(m for m in sys.modules if m.startswith({prefixes!r}))))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return set(out.split())
+
+
+def test_inference_loads_no_training_code():
+    """A server classifies with vitkit.inference: it must not pull in the trainer, its config or yaml."""
+    loaded = modules_loaded_by("import vitkit.inference")
+    assert "vitkit.inference.predict" in loaded
+    assert not {m for m in loaded if m.startswith("vitkit.training")}, loaded
+    assert not modules_loaded_by("import vitkit.inference", ("yaml",))  # the recipes' parser
+
+
+def test_import_vitkit_is_light():
+    assert modules_loaded_by("import vitkit") == {"vitkit"}
+    assert "vitkit.training.trainer" in modules_loaded_by("import vitkit; vitkit.train")
