@@ -24,6 +24,7 @@ for _module in ("onnxruntime", "litert_torch", "ai_edge_quantizer"):
     if importlib.util.find_spec(_module) is None:
         pytest.fail(f"{_module} is missing: `make setup` installs the export extras (pip install -e '.[test,export]')")
 
+MAX_QUANTIZED_LOGIT_DIFF = {"fp16": 0.05, "dynamic": 1.0, "int8": 1.0}
 CASES = [
     ("tflite", "none"),
     ("tflite", "dynamic"),
@@ -40,7 +41,9 @@ def run(tmp_path_factory):
     """The README's digits recipe, 3 epochs (about 98% validation top-1), with a normalisation that is not
     mean 0 / std 1, so that every file must fold it in."""
     out = tmp_path_factory.mktemp("export") / "run"
-    vitkit.train(recipe="digits_quickstart", epochs=3, output=str(out), mean="0.2,0.3,0.4", std="0.5,0.6,0.7")
+    # near the digits' own statistics (mean 0.31, std 0.38), and different per channel so that a fold that
+    # mixed up the channels would show
+    vitkit.train(recipe="digits_quickstart", epochs=3, output=str(out), mean="0.25,0.3,0.35", std="0.35,0.4,0.45")
     return out
 
 
@@ -48,7 +51,7 @@ def run(tmp_path_factory):
 def digits(run):
     model, meta = load_model(run)
     p = model.preprocess
-    assert p.mean == (0.2, 0.3, 0.4) and p.std == (0.5, 0.6, 0.7)
+    assert p.mean == (0.25, 0.3, 0.35) and p.std == (0.35, 0.4, 0.45)
     data = export_data("digits", meta["class_names"], p, max_val=64)
     with torch.no_grad():  # normalised here by hand, independently of vitkit's code
         reference = model(
@@ -107,8 +110,8 @@ def test_export_is_verified_and_matches_pytorch(run, digits, tmp_path, fmt, quan
     agreement = (logits.argmax(1) == reference.argmax(1)).mean()
     if float32:
         np.testing.assert_allclose(logits, reference, atol=1e-3, rtol=1e-4)
-    else:
-        assert agreement >= 0.95 and np.abs(logits - reference).max() < 3.0
+    else:  # logits span about 9 here; measured on 359 images: fp16 0.02, dynamic 0.34-0.71, int8 0.57-0.75
+        assert agreement >= 0.95 and np.abs(logits - reference).max() < MAX_QUANTIZED_LOGIT_DIFF[quantize]
 
     if fmt == "tflite":
         assert result.ops and not any(op.startswith("CUSTOM") for op in result.ops)  # builtin ops only

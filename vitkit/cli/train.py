@@ -6,15 +6,25 @@ import argparse
 import dataclasses
 
 
+# options whose None means "chosen from the model and the data" (vitkit.training.defaults), not "off"
+AUTO = {"train_resize", "hflip", "crop_pct", "interpolation", "resize_mode", "mean", "std", "channels_last"}
+
+
 def _options_epilog() -> str:
+    """One line per option: its default and the comment beside its field in TrainConfig."""
+    import inspect
+    import re
+
     from vitkit.training.config import TrainConfig
 
+    comments = dict(re.findall(r"^\s+(\w+):[^#\n]*#\s*(.+)$", inspect.getsource(TrainConfig), flags=re.M))
     explicit = {"model", "data", "epochs", "batch_size", "image_size", "lr", "output"}
     lines = ["every other training option is taken as --name value (a recipe's keys, with - for _):"]
     for f in dataclasses.fields(TrainConfig):
         if f.name not in explicit:
             default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-            lines.append(f"  --{f.name.replace('_', '-'):<18} default: {default}")
+            shown = ("auto" if f.name in AUTO else "none") if default is None else default
+            lines.append(f"  --{f.name.replace('_', '-'):<18} {str(shown):<17} {comments.get(f.name, '')}".rstrip())
     return "\n".join(lines)
 
 

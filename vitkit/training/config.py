@@ -32,7 +32,7 @@ class TrainConfig:
     interpolation: str | None = None  # bilinear | bicubic | nearest; default: the model's
     resize_mode: str | None = None  # shorter (side, then centre crop) | squash; default: the model's
     mean: list[float] | None = None  # normalisation; default: the model's
-    std: list[float] | None = None
+    std: list[float] | None = None  # e.g. 0.5,0.5,0.5; default: the model's
     val_fraction: float = 0.1  # for folders without train/ and val/
     workers: int = 0  # processes decoding images; 0: one per core, up to 8
     # optimisation
@@ -51,7 +51,7 @@ class TrainConfig:
     # speed
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: str = "auto"  # auto (bf16 on GPU, off on CPU) | bf16 | fp16 | none
-    channels_last: bool | None = None  # None: on for MobileViT (1.3x faster training on CPU), off for ViT
+    channels_last: bool | None = None  # default: on for MobileViT (1.3x faster training on CPU), off for ViT
     compile: bool = False
     # bookkeeping
     seed: int = 0
