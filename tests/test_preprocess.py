@@ -153,14 +153,17 @@ def test_the_deployed_model_folds_the_normalisation_in():
     normalised pixels, for a mean and std that are not 0 and 1."""
     from tests.conftest import randomize_
 
-    model = randomize_(vitkit.create_model("mobilevit_xxs", num_classes=4, image_size=64)).eval()
-    model.preprocess = dataclasses.replace(model.preprocess, mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3))
-    pixels = torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8)
+    # a ViT: its LayerNorms keep every logit sensitive to the input, which a random MobileViT in eval mode
+    # (BatchNorm on arbitrary statistics) is not
+    model = randomize_(vitkit.create_model("vit_cifar", num_classes=4, image_size=36), scale=0.2).eval()
+    model.preprocess = dataclasses.replace(model.preprocess, mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.25))
+    pixels = torch.randint(0, 256, (3, 3, 36, 36), dtype=torch.uint8)
     with torch.no_grad():
         expected = model(normalize(pixels, model.preprocess))
+        unnormalised = model(pixels.float() / 255)  # what a file without the fold would compute
         nchw = DeployModel(model, "nchw")(pixels.float())
         nhwc = DeployModel(model, "nhwc")(pixels.float().permute(0, 2, 3, 1))
-    assert expected.std() > 0.05
+    assert (expected - unnormalised).abs().max() > 0.1, "the test could not tell a missing normalisation"
     torch.testing.assert_close(nchw, expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(nhwc, expected, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="Unknown layout 'chw'"):
