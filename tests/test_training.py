@@ -49,7 +49,7 @@ def test_defaults_fit_digits_and_eval_reproduces_the_logged_top1(tmp_path, capsy
     run = tmp_path / "run"
     assert main(["train", "--model", "mobilevit_xxs", "--data", "digits", "--epochs", "5", "--output", str(run)]) == 0
     out = capsys.readouterr().out
-    assert "image size 64 (digits's images are about 8 px" in out and "horizontal flips off" in out
+    assert "image size 64 (the images of digits are about 8 px" in out and "horizontal flips off" in out
     assert "warning: validation" not in out
     best = json.loads((run / "best.json").read_text())
     assert best["preprocess"]["input_size"] == 64 and best["metrics"]["val_top1"] >= 0.95

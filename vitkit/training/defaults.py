@@ -40,7 +40,7 @@ def resolve_preprocess(cfg: TrainConfig, spec: ModelSpec, listing: DataListing) 
     else:
         size = auto_image_size(listing.native_side, spec.config.image_size, spec.model_cls.input_multiple(spec.config))
         why = (
-            f"{listing.name}'s images are about {listing.native_side} px: twice that, at least {MIN_AUTO_SIZE}, "
+            f"the images of {listing.name} are about {listing.native_side} px: twice that, at least {MIN_AUTO_SIZE}, "
             f"at most {spec.name}'s {spec.config.image_size}; --image-size to choose"
         )
     given = {k: getattr(cfg, k) for k in ("crop_pct", "interpolation", "resize_mode", "mean", "std")}
