@@ -38,12 +38,12 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """The README's digits recipe, 3 epochs (about 98% validation top-1), with a normalisation that is not
+    """The README's digits recipe (5 epochs, about 98% validation top-1), with a normalisation that is not
     mean 0 / std 1, so that every file must fold it in."""
     out = tmp_path_factory.mktemp("export") / "run"
     # near the digits' own statistics (mean 0.31, std 0.38), and different per channel so that a fold that
     # mixed up the channels would show
-    vitkit.train(recipe="digits_quickstart", epochs=3, output=str(out), mean="0.25,0.3,0.35", std="0.35,0.4,0.45")
+    vitkit.train(recipe="digits_quickstart", output=str(out), mean="0.25,0.3,0.35", std="0.35,0.4,0.45")
     return out
 
 
@@ -97,7 +97,8 @@ def test_export_is_verified_and_matches_pytorch(run, digits, tmp_path, fmt, quan
     check = result.verification
     assert path.is_file() and result.size_bytes == path.stat().st_size
     assert check.count == 359 and check.agreement >= MIN_AGREEMENT[quantize]
-    assert check.accuracy >= 0.95 and check.reference_accuracy >= 0.95
+    assert check.reference_accuracy >= 0.95
+    assert check.accuracy >= check.reference_accuracy - 0.02  # quantization may cost a little, not more
     sidecar = json.loads((tmp_path / f"{path.name}.json").read_text())
     assert sidecar["class_names"] == [str(i) for i in range(10)] and sidecar["quantize"] == quantize
     float32 = quantize == "none"
@@ -201,8 +202,8 @@ def test_bench_measures_each_format(run, tmp_path, capsys):
     assert set(rows) == {(f, b) for f in ("torch", "onnx:int8", "tflite") for b in (1, 4)}
     for r in rows.values():
         assert r["median_ms"] > 0 and r["p90_ms"] >= r["median_ms"] and r["images_per_s"] > 0
-        assert r["top1"] >= 0.95 and r["agreement"] >= 0.98
-    assert rows[("torch", 1)]["agreement"] == 1.0
+        assert r["top1"] >= rows[("torch", 1)]["top1"] - 0.02 and r["agreement"] >= 0.98
+    assert rows[("torch", 1)]["agreement"] == 1.0 and rows[("torch", 1)]["top1"] >= 0.95
     assert rows[("onnx:int8", 1)]["size_mb"] < rows[("torch", 1)]["size_mb"] / 2
 
 
