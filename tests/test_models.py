@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import vitkit
 from vitkit.models.layers import pad_same
@@ -233,3 +235,40 @@ def test_gradients_match_finite_differences(name):
     analytic = (x.grad * direction).sum()
     assert abs(float(analytic)) > 1e-3, "the gradient is too small for the check to mean anything"
     torch.testing.assert_close(analytic, numeric, rtol=1e-5, atol=1e-8)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    B=st.integers(1, 3),
+    C=st.integers(1, 5),
+    nh=st.integers(1, 6),
+    nw=st.integers(1, 6),
+    p=st.integers(1, 3),
+    channels_last=st.booleans(),
+)
+def test_fold_undoes_unfold_for_any_feature_map(B, C, nh, nw, p, channels_last):
+    from vitkit.models.mobilevit import fold, unfold
+
+    x = torch.randn(B, C, nh * p, nw * p)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    tokens = unfold(x, p, channels_last)
+    assert tokens.shape == (B * p * p, nh * nw, C)
+    assert torch.equal(fold(tokens, B, C, nh, nw, p, channels_last), x)
+
+
+@pytest.fixture(scope="module")
+def small_models():
+    return {name: vitkit.create_model(name, num_classes=3).eval() for name in ("mobilevit_xxs", "vit_cifar")}
+
+
+@settings(max_examples=8, deadline=None)
+@given(name=st.sampled_from(["mobilevit_xxs", "vit_cifar"]), batch=st.integers(1, 5), side=st.integers(33, 80))
+def test_any_batch_size_gives_each_image_its_own_logits(small_models, name, batch, side):
+    model = small_models[name]
+    x = torch.rand(batch, 3, side, side)
+    with torch.no_grad():
+        together = model(x)
+        alone = torch.cat([model(x[i : i + 1]) for i in range(batch)])
+    assert together.shape == (batch, 3)
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-4)
