@@ -22,12 +22,12 @@ from pathlib import Path
 
 FAST = "-m 'not slow'"
 TARGETS = {
-    # module: the fast tests that guard it
+    # module: the fast tests that guard it, the quickest to fail first (pytest -x stops at the first failure)
     "vitkit/preprocess.py": "tests/test_preprocess.py tests/test_data.py",
-    "vitkit/models/mobilevit.py": "tests/test_models.py tests/test_parity.py tests/test_timm_parity.py",
-    "vitkit/weights/rename.py": "tests/test_load_weights.py tests/test_parity.py tests/test_timm_parity.py",
     "vitkit/export/deploy.py": "tests/test_preprocess.py",
     "vitkit/checkpoint.py": "tests/test_checkpoint.py",
+    "vitkit/weights/rename.py": "tests/test_timm_parity.py tests/test_load_weights.py tests/test_parity.py",
+    "vitkit/models/mobilevit.py": "tests/test_timm_parity.py tests/test_parity.py tests/test_models.py",
 }
 
 
