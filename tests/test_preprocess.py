@@ -78,6 +78,27 @@ def test_preprocess_records_are_exact_and_checked():
         Preprocess(64, crop_pct=1.2)
 
 
+def test_preprocess_defaults_and_every_refusal():
+    p = Preprocess(8)
+    assert (p.mean, p.std, p.crop_pct, p.interpolation, p.resize_mode) == (
+        (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), 1.0, "bilinear", "shorter"
+    )  # fmt: skip
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.input_size = 9  # a model's preprocessing is a value: change it with dataclasses.replace
+    assert Preprocess(8, std=[0.5, 0.5, 0.5]).std == (0.5, 0.5, 0.5)  # lists from YAML and JSON become tuples
+    for kwargs, message in [
+        ({"input_size": 0}, "The input size must be 1 pixel or more, not 0"),
+        ({"crop_pct": 0.0}, r"crop_pct must be in \(0, 1\], not 0.0"),
+        ({"resize_mode": "fit"}, "Unknown resize mode 'fit'; choose shorter, squash"),
+        ({"interpolation": "area"}, "Unknown interpolation 'area'; choose bilinear, bicubic, nearest"),
+        ({"std": (1.0, 1.0, 0.0)}, "mean and std take three values each, std above 0"),
+        ({"mean": (0.0, 0.0)}, "mean and std take three values each"),
+        ({"std": (1.0, 1.0)}, "mean and std take three values each"),
+    ]:
+        with pytest.raises(ValueError, match=f"^{message}"):
+            Preprocess(**{"input_size": 8, **kwargs})
+
+
 MODES = {"RGB": 3, "L": 1, "RGBA": 4, "LA": 2, "P": 0, "CMYK": 4, "I;16": 0}
 
 

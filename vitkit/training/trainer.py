@@ -127,8 +127,8 @@ def _run(cfg: TrainConfig, resume: bool, info: distributed.DistInfo, device: tor
             save(run, record, is_best)
         distributed.barrier(info)
         log(
-            f"epoch {epoch + 1}/{cfg.epochs}  train loss {record['train_loss']:.4f} top1 {record['train_top1']:.2%}  "
-            f"val loss {record['val_loss']:.4f} top1 {record['val_top1']:.2%} top5 {record['val_top5']:.2%}  "
+            f"epoch {epoch + 1}/{cfg.epochs}  train loss {train_meter.loss:.4f} top1 {train_meter.top1:.2%}  "
+            f"val loss {val_meter.loss:.4f} top1 {val_meter.top1:.2%} top5 {val_meter.top5:.2%}  "
             f"{seconds:.1f}s ({record['train_images_per_s']:.0f} img/s){'  *best' if is_best else ''}"
         )
         warning = trailing_validation(run.history)
