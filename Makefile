@@ -26,9 +26,9 @@ test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
 
 # mutation testing of the modules that hold the contracts, against the fast tests; prints the score per
-# module and every surviving mutant (tens of minutes on 2 cores; not part of CI)
+# module and every surviving mutant (about ten minutes on 2 cores; not part of CI)
 mutants: setup
-	test -x .mutmut-venv/bin/mutmut || ($(PYTHON) -m venv .mutmut-venv && .mutmut-venv/bin/pip install --quiet "mutmut<3")
+	$(PY) -m pip install --quiet "mutmut>=3.3"
 	$(PY) tests/mutation.py
 
 # train MobileViT-XXS on scikit-learn's digits, evaluate it, predict a few images, export a verified full-int8
@@ -41,4 +41,4 @@ demo: setup
 	$(VENV)/bin/vitkit export runs/demo --format tflite --quantize int8
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mutmut-venv .mutmut-cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache mutants

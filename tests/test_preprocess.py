@@ -67,6 +67,55 @@ def test_interpolation_changes_the_pixels():
     assert set(outs["nearest"].unique().tolist()) <= set(image.unique().tolist())
 
 
+def smooth_image(height: int = 37, width: int = 53) -> np.ndarray:
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    bands = [np.sin(xx * 0.2) * 100 + 128, np.cos(yy * 0.15) * 100 + 128, (xx + yy) * 2.5]
+    return np.clip(np.stack(bands, -1), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("interpolation, pillow", [("bilinear", Image.BILINEAR), ("bicubic", Image.BICUBIC)])
+@pytest.mark.parametrize("size", [(20, 30), (80, 100), (37, 20)])
+def test_resize_is_pillows_within_rounding(interpolation, pillow, size):
+    """Pillow's kernels (antialiased, bicubic a = -0.5), as timm's evaluation uses them: within one level of
+    Pillow's own resize on a smooth image (Pillow rounds to 8 bits between its two passes)."""
+    from vitkit.preprocess import resize, to_uint8
+
+    image = smooth_image()
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float()
+    ours = to_uint8(resize(x, size, interpolation))[0].permute(1, 2, 0).numpy().astype(int)
+    theirs = np.asarray(Image.fromarray(image).resize(size[::-1], pillow)).astype(int)
+    assert np.abs(ours - theirs).max() <= 1
+
+
+def test_nearest_picks_pixel_centres_as_pillow():
+    from vitkit.preprocess import resize
+
+    row = torch.tensor([0.0, 80.0, 160.0, 240.0]).view(1, 1, 1, 4)
+    assert resize(row, (1, 2), "nearest").flatten().tolist() == [80.0, 240.0]  # Pillow: the same two
+
+
+@pytest.mark.parametrize("height, width", [(100, 300), (300, 100)])
+def test_shorter_side_keeps_the_aspect_and_the_centre(height, width):
+    """A ramp along the long side: after the shorter side goes to 50 and the centre 50 is kept, the first and
+    last columns (rows) are the original's at one third and two thirds of its length."""
+    long = max(height, width)
+    ramp = torch.linspace(0, 255, long)
+    image = (ramp.view(1, 1, 1, long) if width > height else ramp.view(1, 1, long, 1)).expand(1, 3, height, width)
+    out = eval_pixels(image.round().to(torch.uint8), Preprocess(50, resize_mode="shorter"))[0, 0].float()
+    line = out[25] if width > height else out[:, 25]
+    assert abs(float(line[0]) - 255 / 3) < 4 and abs(float(line[-1]) - 2 * 255 / 3) < 4
+    assert bool((line[1:] >= line[:-1]).all())  # still a ramp: nothing mirrored or shuffled
+
+
+def test_bicubic_overshoot_is_clamped_not_wrapped():
+    """Bicubic rings past 0 and 255 at a hard edge; uint8 must clamp those values, not wrap them round."""
+    step = torch.zeros(1, 3, 8, 8, dtype=torch.uint8)
+    step[..., 4:] = 255
+    out = eval_pixels(step, Preprocess(32, interpolation="bicubic"))[0, 0]
+    assert int(out[:, :12].max()) < 128 and int(out[:, 20:].min()) > 128  # dark stays dark, light stays light
+    assert int(out.min()) == 0 and int(out.max()) == 255
+
+
 def test_preprocess_records_are_exact_and_checked():
     p = Preprocess(64, mean=[0.1, 0.2, 0.3], std=[0.5, 0.5, 0.5], crop_pct=0.875, interpolation="bicubic")
     assert Preprocess.from_dict(p.to_dict()) == p and p.mean == (0.1, 0.2, 0.3)
