@@ -40,6 +40,14 @@ def test_a_checkpoint_rebuilds_the_model_with_its_own_preprocessing(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
 
 
+def test_the_weights_file_names_its_format_and_model(tmp_path):
+    from safetensors import safe_open
+
+    write_run(tmp_path / "new" / "run")  # folders that do not exist yet are made
+    with safe_open(tmp_path / "new" / "run" / "best.safetensors", "pt") as f:
+        assert f.metadata() == {"format": FORMAT, "model": "vit_cifar"}
+
+
 def test_checkpoint_paths_resolve(tmp_path):
     write_run(tmp_path)
     assert resolve_checkpoint(tmp_path) == tmp_path / "best.json"
@@ -60,7 +68,7 @@ def test_bad_records_are_one_sentence(tmp_path):
     with pytest.raises(ValueError, match="is not valid JSON"):
         read_meta(tmp_path)
     (tmp_path / "best.json").write_text(json.dumps({"format": "something-else/1"}))
-    with pytest.raises(ValueError, match="is not a vitkit checkpoint"):
+    with pytest.raises(ValueError, match=r"is not a vitkit checkpoint \(format 'something-else/1'\)"):
         read_meta(tmp_path)
 
 
@@ -77,6 +85,14 @@ def test_version_1_checkpoints_are_read_as_they_evaluated(tmp_path):
     model, meta = load_model(tmp_path)
     assert model.preprocess == Preprocess(**{**PRE.to_dict(), "resize_mode": "squash"})
     assert meta["data"] == {"spec": "digits", "val_fraction": 0.3, "split_seed": 0}
+    # the oldest records have no config and no model_args (the preset's own arguments)
+    v1 = {k: v for k, v in v1.items() if k not in ("config", "model_args")}
+    v1["preprocess"]["input_size"] = 72
+    (tmp_path / "best.json").write_text(json.dumps(v1))
+    write_run(tmp_path, model=vitkit.create_model("vit_cifar", num_classes=3), name="unused")
+    (tmp_path / "best.safetensors").write_bytes((tmp_path / "unused.safetensors").read_bytes())
+    model, meta = load_model(tmp_path)
+    assert meta["data"] == {"spec": None, "val_fraction": 0.1, "split_seed": 0} and model.config.image_size == 72
 
 
 def test_resume_state_round_trips_with_weights_only(tmp_path):
@@ -87,6 +103,13 @@ def test_resume_state_round_trips_with_weights_only(tmp_path):
     assert torch.equal(loaded["model"]["w"], torch.arange(3.0))
     with pytest.raises(FileNotFoundError, match="Nothing to resume in"):
         load_state(tmp_path / "empty")
+    torch.save({"epoch": 2, "opaque": Opaque()}, tmp_path / "last.state.pt")  # pickled code: refused
+    with pytest.raises(Exception, match="Weights only load failed"):
+        load_state(tmp_path)
+
+
+class Opaque:
+    pass
 
 
 def modules_loaded_by(statement: str, prefixes: tuple[str, ...] = ("vitkit",)) -> set[str]:

@@ -99,3 +99,21 @@ def test_bgr_to_rgb_reverses_the_first_conv():
     model = vitkit.create_model("mobilevit_xxs")
     vitkit.load_weights(model, source.state_dict(), bgr_to_rgb=True)
     torch.testing.assert_close(model.stem.conv.weight, source.stem.conv.weight.flip(1))
+
+
+def test_rules_can_drop_keys_a_model_has_no_use_for():
+    """transformers' ViTModel carries a pooler that no classifier uses: the ViT family's rules drop it."""
+    source = vitkit.create_model("vit_cifar", num_classes=10).state_dict()
+    state = {k.replace("head.", "classifier.") if k.startswith("head.") else f"vit.{k}": v for k, v in source.items()}
+    state["vit.pooler.dense.weight"] = torch.zeros(64, 64)  # as transformers names them
+    model = vitkit.create_model("vit_cifar", num_classes=10)
+    result = vitkit.load_weights(model, state)
+    assert result.source == "transformers" and not result.unexpected and not result.missing
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in source.items())
+
+
+def test_the_deploy_wrapper_adds_no_weights():
+    from vitkit.export.deploy import DeployModel
+
+    model = vitkit.create_model("vit_cifar", num_classes=10)
+    assert set(DeployModel(model).state_dict()) == {f"model.{k}" for k in model.state_dict()}
