@@ -58,9 +58,13 @@ def test_resize_mode_shorter_side_crops_the_long_side_and_squash_keeps_it():
     assert Preprocess(50, crop_pct=0.9).resize_size == 55 and Preprocess(224, crop_pct=0.9).resize_size == 248
 
 
-def test_interpolation_changes_the_pixels():
-    image = torch.randint(0, 256, (1, 3, 37, 53), dtype=torch.uint8)
-    outs = {m: eval_pixels(image, Preprocess(64, interpolation=m)) for m in ("bilinear", "bicubic", "nearest")}
+@pytest.mark.parametrize("shape, resize_mode", [((37, 53), "shorter"), ((37, 53), "squash"), ((40, 40), "shorter")])
+def test_interpolation_changes_the_pixels(shape, resize_mode):
+    image = torch.randint(0, 256, (1, 3, *shape), dtype=torch.uint8)
+    outs = {
+        m: eval_pixels(image, Preprocess(64, interpolation=m, resize_mode=resize_mode))
+        for m in ("bilinear", "bicubic", "nearest")
+    }
     assert not torch.equal(outs["bilinear"], outs["bicubic"])
     assert not torch.equal(outs["bilinear"], outs["nearest"])
     # nearest copies source pixels, it never blends: every output value is one of the input's
