@@ -100,6 +100,15 @@ def test_features_and_head_are_separate():
     assert tokens.shape == (1, 197, 192)
 
 
+@pytest.mark.parametrize("name", ["mobilevit_xxs", "vit_ti16"])
+def test_one_class_is_a_one_logit_head_and_the_config_is_kept(name):
+    model = vitkit.create_model(name, num_classes=1).eval()
+    size = model.preprocess.input_size
+    with torch.no_grad():
+        assert model(torch.rand(2, 3, size, size)).shape == (2, 1)  # a one-logit head, as for a sigmoid
+    assert model.config == vitkit.models.get_model_spec(name).config
+
+
 def test_num_classes_zero_gives_pooled_features():
     model = vitkit.create_model("mobilevit_xs", num_classes=0).eval()
     with torch.no_grad():

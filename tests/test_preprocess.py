@@ -131,6 +131,18 @@ def test_preprocess_records_are_exact_and_checked():
         Preprocess(64, crop_pct=1.2)
 
 
+def test_describe_says_what_is_done_to_a_photo():
+    """The sentence written into exported files' sidecars and the training log."""
+    assert Preprocess(64, crop_pct=0.9, interpolation="bicubic").describe() == (
+        "RGB, shorter side resized to 71, centre 64x64 crop (bicubic), then (pixel / 255 - mean [0.0, 0.0, 0.0]) "
+        "/ std [1.0, 1.0, 1.0]"
+    )
+    assert Preprocess(64, resize_mode="squash").describe().startswith("RGB, resized to 64x64 (bilinear), then")
+    assert Preprocess(64, crop_pct=0.5, resize_mode="squash").describe().startswith(
+        "RGB, resized to 128x128, centre 64x64 crop (bilinear)"
+    )
+
+
 def test_preprocess_defaults_and_every_refusal():
     p = Preprocess(8)
     assert (p.mean, p.std, p.crop_pct, p.interpolation, p.resize_mode) == (
