@@ -133,8 +133,7 @@ def eval_set(records: Records, p: Preprocess, workers: int = 0) -> tuple[ImageSe
     if records.images is not None:
         pixels = torch.cat([eval_pixels(chunk, p) for chunk in records.images.split(1024)])
         return ImageSet(pixels, torch.from_numpy(records.labels)), None
-    images, kept, report = decode_files(records.paths, functools.partial(load_eval_pixels, p=p), workers)
-    return ImageSet(images, torch.from_numpy(records.labels[kept])), report
+    return _decode(records, functools.partial(load_eval_pixels, p=p), workers)
 
 
 def train_set(records: Records, side: int, p: Preprocess, workers: int = 0) -> tuple[ImageSet, DecodeReport | None]:
@@ -142,7 +141,12 @@ def train_set(records: Records, side: int, p: Preprocess, workers: int = 0) -> t
     says (the augmentation resizes and crops from there)."""
     if records.images is not None:
         return ImageSet(records.images, torch.from_numpy(records.labels)), None
-    images, kept, report = decode_files(records.paths, functools.partial(load_square, side=side, p=p), workers)
+    return _decode(records, functools.partial(load_square, side=side, p=p), workers)
+
+
+def _decode(records: Records, load, workers: int) -> tuple[ImageSet, DecodeReport]:
+    """Files -> an ImageSet of those ``load`` could read, with their labels, and the report of the rest."""
+    images, kept, report = decode_files(records.paths, load, workers)
     return ImageSet(images, torch.from_numpy(records.labels[kept])), report
 
 

@@ -31,6 +31,7 @@ from vitkit.export.api import (
 )
 from vitkit.export.deploy import DeployModel
 from vitkit.export.verify import compare
+from vitkit.inference.runtime import memory_format, prepare_for_inference
 from vitkit.models import fuse
 
 TORCH_FORMATS = ("torch", "compile")
@@ -75,9 +76,9 @@ class TorchRunner:
     """PyTorch eager (or ``torch.compile``) on the fused model in its preferred memory order."""
 
     def __init__(self, model: torch.nn.Module, compile: bool = False):
-        fused = fuse(model)
-        self.memory_format = torch.channels_last if fused.prefers_channels_last else torch.contiguous_format
-        deploy = DeployModel(fused.to(memory_format=self.memory_format), "nchw").eval()
+        fused = prepare_for_inference(model)  # what vitkit eval and predict run
+        self.memory_format = memory_format(fused)
+        deploy = DeployModel(fused, "nchw").eval()
         self.fn = torch.compile(deploy, dynamic=False) if compile else deploy
         self.size_bytes = sum(t.numel() * t.element_size() for t in fused.state_dict().values())
         self.batch_size = None

@@ -72,7 +72,7 @@ def evaluate(
     spec = data or recorded["spec"]
     if not spec:
         raise ValueError("The checkpoint does not name its data; give --data.")
-    listing = list_data(spec, recorded.get("val_fraction", 0.1), recorded.get("split_seed", 0))
+    listing = list_data(spec, recorded["val_fraction"], recorded["split_seed"])  # the run's own split
     names = meta["class_names"]
     if listing.class_names != names:
         raise ValueError(
@@ -80,7 +80,7 @@ def evaluate(
             f"{names[:5]}...; evaluate on data with the same class folders."
         )
     val, report = eval_set(listing.val, model.preprocess)
-    meter = evaluate_model(model, val, dev, batch_size or meta.get("eval_batch_size", 128))
+    meter = evaluate_model(model, val, dev, batch_size or meta.get("eval_batch_size", 128))  # v1 had none
     skipped = f"; {len(report.skipped)} unreadable files skipped" if report and report.skipped else ""
     result = EvalResult(
         top1=meter.top1,
