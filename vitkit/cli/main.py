@@ -8,10 +8,11 @@ import sys
 from vitkit.cli import evaluate as evaluate_cmd
 from vitkit.cli import export as export_cmd
 from vitkit.cli import models as models_cmd
+from vitkit.cli import serve as serve_cmd
 from vitkit.cli import train as train_cmd
 
 # each module exposes add_parser(subparsers) and sets a ``run(args)`` default
-COMMANDS = [train_cmd, evaluate_cmd, export_cmd, models_cmd]
+COMMANDS = [train_cmd, evaluate_cmd, export_cmd, models_cmd, serve_cmd]
 
 
 def build_parser() -> argparse.ArgumentParser:

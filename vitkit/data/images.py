@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import math
 import os
 import warnings
 from concurrent.futures import ProcessPoolExecutor
@@ -43,20 +45,60 @@ def to_rgb(image) -> "PIL.Image.Image":  # noqa: F821
     return image.convert("RGB")
 
 
-def decode_image(path: str | os.PathLike) -> np.ndarray | None:
-    """An [H, W, 3] uint8 RGB array at the file's own size, upright (EXIF orientation applied); None if
-    unreadable."""
+class UnreadableImage(ValueError):
+    """The bytes are not an image Pillow can decode (truncated, empty, another format, unsupported codec)."""
+
+
+class ImageTooLarge(ValueError):
+    """The image's header declares more pixels than allowed (a decompression bomb is refused before decoding)."""
+
+
+# Pillow's JPEG draft mode decodes at 1/2, 1/4 or 1/8 scale in the DCT, several times faster than a full decode
+# followed by a resize. It is used only while the decoded side stays at least DRAFT_MARGIN times the side the
+# image is resized to next, so the antialiased resize that follows still does the final filtering.
+DRAFT_MARGIN = 2
+
+
+def read_image(
+    source: str | os.PathLike | bytes, min_side: int | None = None, max_pixels: int | None = None
+) -> np.ndarray:
+    """Decode a file or encoded bytes into an [H, W, 3] uint8 RGB array, upright (EXIF orientation applied).
+
+    ``min_side``: the side the caller resizes the image's shorter side to next; a JPEG much larger than that
+    is decoded at a reduced scale (draft mode) whose shorter side stays at least ``DRAFT_MARGIN * min_side``.
+    ``max_pixels``: refuse (``ImageTooLarge``) an image whose header declares more pixels, before decoding.
+    Raises ``UnreadableImage`` for anything Pillow cannot decode.
+    """
     from PIL import Image, ImageOps
 
+    stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # PIL warns on odd EXIF or palette data; a bad file is caught below
-            with Image.open(path) as image:
+            with Image.open(stream) as image:
+                width, height = image.size
+                if max_pixels is not None and width * height > max_pixels:
+                    raise ImageTooLarge(f"{width}x{height} pixels, more than the {max_pixels:,} allowed")
+                if min_side and image.format == "JPEG" and min(width, height) > 2 * DRAFT_MARGIN * min_side:
+                    scale = DRAFT_MARGIN * min_side / min(width, height)
+                    image.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
                 image = ImageOps.exif_transpose(image)  # phone photos store their rotation in EXIF
                 array = np.asarray(to_rgb(image), dtype=np.uint8)
-    except Exception:  # truncated, zero bytes, not an image, unsupported codec: all mean "skip it"
+    except ImageTooLarge:
+        raise
+    except Exception as e:  # truncated, zero bytes, not an image, unsupported codec: all mean "unreadable"
+        raise UnreadableImage(f"not an image Pillow can decode ({type(e).__name__})") from None
+    if array.ndim != 3 or array.shape[2] != 3 or array.size == 0:
+        raise UnreadableImage("an image without pixels")
+    return array
+
+
+def decode_image(path: str | os.PathLike, min_side: int | None = None) -> np.ndarray | None:
+    """``read_image`` for data sets: None instead of an error, so a bad file is skipped and counted."""
+    try:
+        return read_image(path, min_side)
+    except (UnreadableImage, ImageTooLarge):
         return None
-    return array if array.ndim == 3 and array.shape[2] == 3 and array.size > 0 else None
 
 
 def as_batch(array: np.ndarray) -> torch.Tensor:
@@ -65,15 +107,25 @@ def as_batch(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(array.copy()).permute(2, 0, 1)[None].contiguous()
 
 
+def eval_image(source: str | os.PathLike | bytes, p: Preprocess, max_pixels: int | None = None) -> torch.Tensor:
+    """A file or encoded bytes -> the uint8 [3, S, S] pixels the model evaluates (``preprocess.eval_pixels``).
+    The one path from an image to a model's input: ``vitkit predict``, evaluation and the server all take it.
+    Raises ``UnreadableImage`` or ``ImageTooLarge``."""
+    array = read_image(source, p.resize_size, max_pixels)
+    return eval_pixels(as_batch(array), p)[0]
+
+
 def load_eval_pixels(path: str | os.PathLike, p: Preprocess) -> torch.Tensor | None:
-    """An image file -> the uint8 [3, S, S] pixels the model evaluates (``preprocess.eval_pixels``)."""
-    array = decode_image(path)
-    return None if array is None else eval_pixels(as_batch(array), p)[0]
+    """``eval_image`` for data sets: None for an unreadable file."""
+    try:
+        return eval_image(path, p)
+    except (UnreadableImage, ImageTooLarge):
+        return None
 
 
 def load_square(path: str | os.PathLike, side: int, p: Preprocess) -> torch.Tensor | None:
     """An image file -> uint8 [3, side, side] made square the way ``p`` says, for training's augmentation."""
-    array = decode_image(path)
+    array = decode_image(path, side)
     if array is None:
         return None
     return to_uint8(resize_square(as_batch(array).float(), side, p.resize_mode, p.interpolation))[0]
