@@ -17,7 +17,7 @@ import vitkit
 from vitkit.checkpoint import save_checkpoint
 from vitkit.preprocess import Preprocess
 
-CLASSES = ["temple", "flower", "bricks", "sky", "water"]
+CLASSES = ["bricks", "flower", "sky", "temple", "water"]  # sorted, as a folder of class folders lists them
 PREPROCESS = Preprocess(48, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), crop_pct=0.875, interpolation="bicubic")
 
 

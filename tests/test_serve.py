@@ -472,3 +472,90 @@ def test_reload_under_load_loses_no_request(run, photos, tmp_path):
     assert [r[0] for r in results] == [200] * 240
     versions = [r[1] for r in results]
     assert len(set(versions)) == 2 and versions[-1] != versions[0]  # both models answered, the new one last
+
+
+# the command ----------------------------------------------------------------------------------------------
+
+
+def test_the_command_serves_reloads_on_sighup_and_stops_on_sigterm(run, photos, tmp_path):
+    """`vitkit serve` itself: the batcher in the main thread, uvicorn in another; SIGHUP reloads, SIGTERM
+    ends it with exit code 0, and a port already taken is one sentence with exit code 2."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path / "serve.log"
+    cmd = [sys.executable, "-m", "vitkit", "serve", str(run), "--port", str(port), "--max-batch", "2", "--threads", "1"]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, log.read_text()
+            try:
+                if httpx.get(url + "/v2/health/ready").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        r = httpx.post(url + "/v1/classify", content=photos[0].read_bytes(), headers={"Content-Type": "image/jpeg"})
+        assert r.status_code == 200 and r.headers["X-Backend"] == "torch"
+
+        taken = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert taken.returncode == 2 and "Could not listen" in taken.stderr and "Traceback" not in taken.stderr
+
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while "reloaded:" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        assert (
+            httpx.post(
+                url + "/v1/classify", content=photos[1].read_bytes(), headers={"Content-Type": "image/jpeg"}
+            ).status_code
+            == 200
+        )
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.mark.slow
+def test_auto_picks_among_verified_exports_and_ignores_stale_ones(tmp_path):
+    """With a verified ONNX export beside the checkpoint, auto times both and says so; an export older than
+    the weights (a later training run in the same folder) is not a candidate."""
+    import os
+
+    pytest.importorskip("onnxruntime")
+    from vitkit.export import export
+    from vitkit.serve.backends import verified_exports
+
+    data = tmp_path / "photos"
+    for i, name in enumerate(CLASSES):
+        (data / name).mkdir(parents=True)
+        for j in range(4):
+            (data / name / f"{j}.png").write_bytes(encoded(np.full((40, 56, 3), 40 * i + 10 * j, np.uint8)))
+    run = write_checkpoint(tmp_path / "run")
+    meta = json.loads((run / "best.json").read_text())
+    meta["data"]["spec"] = str(data)
+    (run / "best.json").write_text(json.dumps(meta))
+    export(run, "onnx", log=lambda s: None)
+    assert [p.suffix for p in verified_exports(run)] == [".onnx"]
+    said = []
+    served = open_model(run, backend="auto", device="cpu", max_batch=2, log=said.append)
+    assert served.backend in ("torch", "onnx") and "torch" in said[0] and "onnx" in said[0]
+    assert open_model(run, backend="onnx").backend == "onnx"
+    future = time.time() + 60
+    os.utime(run / "best.safetensors", (future, future))
+    assert verified_exports(run) == []

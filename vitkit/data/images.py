@@ -107,12 +107,17 @@ def as_batch(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(array.copy()).permute(2, 0, 1)[None].contiguous()
 
 
+def eval_array(array: np.ndarray, p: Preprocess) -> torch.Tensor:
+    """A decoded [H, W, 3] uint8 image -> the uint8 [3, S, S] pixels the model evaluates."""
+    return eval_pixels(as_batch(array), p)[0]
+
+
 def eval_image(source: str | os.PathLike | bytes, p: Preprocess, max_pixels: int | None = None) -> torch.Tensor:
     """A file or encoded bytes -> the uint8 [3, S, S] pixels the model evaluates (``preprocess.eval_pixels``).
-    The one path from an image to a model's input: ``vitkit predict``, evaluation and the server all take it.
+    The one path from an image to a model's input: ``vitkit predict``, evaluation and the server all take it
+    (the server runs its two halves, ``read_image`` and ``eval_array``, on different threads).
     Raises ``UnreadableImage`` or ``ImageTooLarge``."""
-    array = read_image(source, p.resize_size, max_pixels)
-    return eval_pixels(as_batch(array), p)[0]
+    return eval_array(read_image(source, p.resize_size, max_pixels), p)
 
 
 def load_eval_pixels(path: str | os.PathLike, p: Preprocess) -> torch.Tensor | None:

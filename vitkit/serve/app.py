@@ -25,7 +25,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from vitkit.data.images import ImageTooLarge, UnreadableImage, eval_image
+from vitkit.data.images import ImageTooLarge, UnreadableImage, read_image
 from vitkit.serve import kserve
 from vitkit.serve.backends import ServedModel, open_model
 from vitkit.serve.batching import Batcher
@@ -79,26 +79,26 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
 
 
 class Server:
-    """The state behind the routes: the model being served, its batcher, and the in-flight count."""
+    """The state behind the routes: the model being served, the batcher, and the in-flight count."""
 
     def __init__(self, model: ServedModel, options: ServeOptions, source: str | Path | None = None, log=print):
         self.options, self.log = options, log
         self.source = source or model.source
         self.metrics = Metrics()
-        self.executor = ThreadPoolExecutor(options.cores, thread_name_prefix="vitkit-decode")
+        self.executor = ThreadPoolExecutor(options.cores, thread_name_prefix="vitkit-decode")  # Pillow only
         self.model = model
-        self.batcher: Batcher | None = None
+        self.batcher = Batcher(options.max_batch, options.max_batch_delay_ms / 1e3, self.metrics)
         self.ready = False
         self.in_flight = 0
         self.reloading: asyncio.Lock | None = None
 
-    def _batcher(self, model: ServedModel) -> Batcher:
-        return Batcher(model, self.options.max_batch, self.options.max_batch_delay_ms / 1e3, self.metrics)
+    async def on_batcher(self, fn: Callable[[], object]):
+        """Run PyTorch work (loading, warm-up) on the batcher's thread, the one thread that runs PyTorch."""
+        return await asyncio.wrap_future(self.batcher.call(fn))
 
     async def start(self) -> None:
         """Warm up every batch size, then answer ready."""
-        await asyncio.to_thread(self.model.warm_up, self.options.max_batch)
-        self.batcher = self._batcher(self.model)
+        await self.on_batcher(lambda: self.model.warm_up(self.options.max_batch))
         self.ready = True
         self.log(f"ready: {self.model.describe()}")
 
@@ -110,11 +110,14 @@ class Server:
         async with self.reloading:
             source = source or self.source
             o = self.options
-            model = await asyncio.to_thread(open_model, source, o.backend, o.device, o.threads, o.max_batch, self.log)
-            await asyncio.to_thread(model.warm_up, o.max_batch)
-            old, self.model, self.batcher, self.source = self.batcher, model, self._batcher(model), source
-            if old is not None:
-                await asyncio.to_thread(old.stop)  # drains what was queued for the old model first
+
+            def load() -> ServedModel:
+                model = open_model(source, o.backend, o.device, o.threads, o.max_batch, self.log)
+                model.warm_up(o.max_batch)
+                return model
+
+            model = await self.on_batcher(load)
+            self.model, self.source = model, source
             self.log(f"reloaded: {model.describe()}")
             return model
 
@@ -157,7 +160,7 @@ class Server:
 
     async def classify(self, images: list[tuple[str, bytes]]) -> tuple[ServedModel, np.ndarray, dict[str, float]]:
         """Encoded images -> (the model that ran, probabilities [N, classes], stage times in seconds)."""
-        model, batcher = self.model, self.batcher  # a reload swapping the model mid-request does not touch these
+        model, batcher = self.model, self.batcher  # a reload swapping the model mid-request does not change it
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
 
@@ -165,11 +168,11 @@ class Server:
             batcher.decode_started()
             try:
                 t0 = time.perf_counter()
-                pixels = await loop.run_in_executor(
-                    self.executor, eval_image, data, model.preprocess, self.options.max_pixels
+                image = await loop.run_in_executor(
+                    self.executor, read_image, data, model.preprocess.resize_size, self.options.max_pixels
                 )
                 self.metrics.decode.observe(time.perf_counter() - t0)
-                return pixels
+                return image
             except UnreadableImage as e:
                 raise ApiError(400, f"{name} is {e}; send a JPEG, PNG, WebP, BMP, GIF or TIFF file.") from None
             except ImageTooLarge as e:
@@ -177,9 +180,9 @@ class Server:
             finally:
                 batcher.decode_ended()
 
-        pixels = await asyncio.gather(*(decode(name, data) for name, data in images))
+        decoded_images = await asyncio.gather(*(decode(name, data) for name, data in images))
         decoded = time.perf_counter()
-        results = await asyncio.gather(*(batcher.submit(p) for p in pixels))
+        results = await asyncio.gather(*(batcher.submit(model, image) for image in decoded_images))
         timing = {
             "decode": decoded - start,
             "queue": max(r.queue_s for r in results),
@@ -243,9 +246,13 @@ def top_k(probabilities: np.ndarray, names: list[str], k: int) -> list[dict]:
 
 
 def create_app(
-    model: ServedModel, options: ServeOptions | None = None, source=None, log=print, sighup=False
+    model: ServedModel, options: ServeOptions | None = None, source=None, log=print, batcher_thread: bool = True
 ) -> FastAPI:
-    """The ASGI app serving ``model``; the model is warmed up (every batch size) before it answers ready."""
+    """The ASGI app serving ``model``; the model is warmed up (every batch size) before it answers ready.
+
+    ``batcher_thread``: run the batcher in a thread the app starts (any ASGI server can then run the app);
+    ``serve`` passes False and runs ``app.state.server.batcher.run()`` in the main thread itself.
+    """
     from vitkit import __version__
 
     options = options or ServeOptions()
@@ -253,23 +260,15 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        if sighup:
-            import signal
-
-            loop = asyncio.get_running_loop()
-            loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(_reload_logged()))
+        app.state.loop = asyncio.get_running_loop()
+        thread = server.batcher.start_thread() if batcher_thread else None
         warm = asyncio.create_task(server.start())
         yield
         warm.cancel()
-        if server.batcher is not None:
-            await asyncio.to_thread(server.batcher.stop)
+        server.batcher.stop()
+        if thread is not None:
+            await asyncio.to_thread(thread.join)
         server.executor.shutdown(wait=False, cancel_futures=True)
-
-    async def _reload_logged():
-        try:
-            await server.reload()
-        except Exception as e:  # a bad new file keeps the old model serving
-            log(f"reload failed, still serving the previous model: {e}")
 
     app = FastAPI(
         title="vitkit serve",
@@ -442,6 +441,19 @@ def create_app(
     return app
 
 
+def reload_logged(app: FastAPI) -> None:
+    """SIGHUP: reload the source from the event loop's thread; a bad new file keeps the old model serving."""
+    server: Server = app.state.server
+
+    async def reload():
+        try:
+            await server.reload()
+        except Exception as e:
+            server.log(f"reload failed, still serving the previous model: {e}")
+
+    app.state.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(reload()))
+
+
 def serve(
     source: str | Path,
     host: str = "127.0.0.1",
@@ -449,13 +461,40 @@ def serve(
     options: ServeOptions | None = None,
     log: Callable[[str], None] = print,
 ) -> None:
-    """Load ``source`` (run folder, checkpoint, or exported file), then serve it until interrupted."""
+    """Load ``source`` (run folder, checkpoint, or exported file), then serve it until interrupted.
+
+    The HTTP server runs in a thread; the main thread runs the batcher, so that every PyTorch call of the
+    process comes from the main thread (see ``vitkit.serve.batching``)."""
+    import signal
+    import threading
+
     import torch
     import uvicorn
 
     options = options or ServeOptions()
     torch.set_num_threads(options.cores)  # one process: its intra-op threads never exceed the cores given
     model = open_model(source, options.backend, options.device, options.threads, options.max_batch, log)
-    app = create_app(model, options, source, log, sighup=hasattr(__import__("signal"), "SIGHUP"))
+    app = create_app(model, options, source, log, batcher_thread=False)
+    http = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
+    batcher = app.state.server.batcher
+
+    def shut_down(*_):
+        http.should_exit = True
+
+    def run_http():
+        try:
+            http.run()
+        finally:
+            batcher.stop()  # the port was taken, or the server ended: end the main loop too
+
+    signal.signal(signal.SIGTERM, shut_down)
+    signal.signal(signal.SIGINT, shut_down)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, lambda *_: reload_logged(app))
+    thread = threading.Thread(target=run_http, name="vitkit-http", daemon=True)
     log(f"serving {model.describe()} on http://{host}:{port} (warming up {options.max_batch} batch sizes)")
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    thread.start()
+    batcher.run()
+    thread.join(timeout=30)
+    if not http.started:
+        raise ValueError(f"Could not listen on {host}:{port} (is the port taken?); choose another with --port.")

@@ -137,9 +137,10 @@ def verified_exports(checkpoint: str | Path) -> list[Path]:
             info = json.loads(sidecar.read_text())
         except (OSError, json.JSONDecodeError):
             continue
+        check = info.get("verification") or {}
         if (
             info.get("quantize") == "none"
-            and info.get("verification", {}).get("passed")
+            and check.get("agreement", 0) >= check.get("min_agreement", 1)  # export keeps only passing files
             and info.get("class_names") == meta["class_names"]
             and info.get("preprocessing") == meta["preprocess"]
             and path.stat().st_mtime >= weights_time
