@@ -105,12 +105,21 @@ class _quiet_logging:
 class OnnxRunner:
     """Runs a .onnx file with onnxruntime's CPU provider on float pixels [N, 3, H, W] 0-255."""
 
-    def __init__(self, path: str | Path, layout: str = "nchw", threads: int | None = None, batch_size: int = 256):
+    def __init__(
+        self,
+        path: str | Path,
+        layout: str = "nchw",
+        threads: int | None = None,
+        batch_size: int = 256,
+        spin: bool = True,
+    ):
         require("onnxruntime")
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
+        if not spin:  # a server shares the cores with decoding between calls: idle threads sleep instead
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3  # errors only
         self.path, self.layout, self.chunk = str(path), layout, batch_size
         self.session = ort.InferenceSession(self.path, options, providers=["CPUExecutionProvider"])

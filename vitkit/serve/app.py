@@ -474,6 +474,9 @@ def serve(
     options = options or ServeOptions()
     torch.set_num_threads(options.cores)  # one process: its intra-op threads never exceed the cores given
     model = open_model(source, options.backend, options.device, options.threads, options.max_batch, log)
+    if not model.backend.startswith("torch"):
+        # ONNX Runtime or LiteRT brings its own thread pool; PyTorch only preprocesses, on the batcher's thread
+        torch.set_num_threads(1)
     app = create_app(model, options, source, log, batcher_thread=False)
     http = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
     batcher = app.state.server.batcher

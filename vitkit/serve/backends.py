@@ -107,7 +107,7 @@ def file_model(path: str | Path, threads: int | None = None) -> ServedModel:
     else:
         from vitkit.export.to_onnx import OnnxRunner
 
-        runner = OnnxRunner(path, layout, threads)
+        runner = OnnxRunner(path, layout, threads, spin=False)
     quantize = info.get("quantize", "none")
     return ServedModel(
         name=info["model"],
