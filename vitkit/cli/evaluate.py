@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -47,9 +48,12 @@ def run_eval(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     from vitkit.inference import predict
 
+    from vitkit.errors import NothingDone, OptionError
+
     if args.top_k < 1:
-        raise ValueError("--top-k must be 1 or more.")
-    for p in predict(args.checkpoint, args.inputs, args.top_k, device=args.device):
+        raise OptionError("top_k", f"must be 1 or more, not {args.top_k}.")
+    predictions = predict(args.checkpoint, args.inputs, args.top_k, device=args.device)
+    for p in predictions:
         if args.json:
             record = (
                 {"path": p.path, "error": p.error}
@@ -61,4 +65,9 @@ def run_predict(args: argparse.Namespace) -> int:
             print(f"{p.path}: skipped ({p.error})")
         else:
             print(f"{p.path}: " + ", ".join(f"{c} {v:.1%}" for c, v in p.top))
+    skipped = sum(p.error is not None for p in predictions)
+    if skipped == len(predictions):
+        raise NothingDone(f"no input could be read as an image ({skipped} given); nothing was classified.")
+    if skipped:
+        print(f"{skipped} of {len(predictions)} inputs could not be read and were skipped", file=sys.stderr)
     return 0

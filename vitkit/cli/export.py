@@ -13,8 +13,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="write a checkpoint as .tflite or .onnx, verified against PyTorch on validation images",
         description=(
             "Convert a checkpoint to TFLite/LiteRT or ONNX, run the file with its own runtime on validation "
-            "images and keep it only if its top-1 agreement with PyTorch reaches the minimum (float 99.9%%, "
-            "fp16 99%%, int8 98%%). The file takes RGB pixels 0-255 resized to the input size (normalisation is "
+            "images and keep it only if its top-1 agreement with PyTorch reaches the minimum (float 99.9%, "
+            "fp16 99%, int8 98%). The file takes RGB pixels 0-255 resized to the input size (normalisation is "
             "inside) and returns logits; PATH.json beside it records inputs, outputs, classes and the checks."
         ),
     )

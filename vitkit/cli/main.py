@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from vitkit.cli import evaluate as evaluate_cmd
@@ -35,17 +36,35 @@ def main(argv: list[str] | None = None) -> int:
     if extra and not getattr(args, "accepts_extra", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
+    from vitkit.errors import (
+        EXIT_BROKEN_PIPE,
+        EXIT_INTERRUPTED,
+        EXIT_NOTHING_DONE,
+        EXIT_USER_ERROR,
+        NothingDone,
+        OptionError,
+    )
     from vitkit.export.deploy import MissingExtra
 
     try:
         return args.run(args) or 0
+    except OptionError as e:
+        print(f"vitkit {args.command}: error: {e.for_cli()}", file=sys.stderr)
+        return EXIT_USER_ERROR
     except (ValueError, FileNotFoundError, TypeError, MissingExtra) as e:
         # errors a user can cause arrive here as one sentence; anything else is a bug and keeps its traceback
         print(f"vitkit {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
+    except NothingDone as e:
+        print(f"vitkit {args.command}: {e}", file=sys.stderr)
+        return EXIT_NOTHING_DONE
+    except BrokenPipeError:
+        # `vitkit eval RUN | head`: the reader left; end quietly, and keep Python from complaining at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
         print(f"vitkit {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

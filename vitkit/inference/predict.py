@@ -39,8 +39,10 @@ class Prediction:
     error: str | None = None
 
 
-def expand_inputs(inputs: list[str | Path]) -> list[Path]:
-    """Files as given, folders searched recursively for images."""
+def expand_inputs(inputs: str | Path | list[str | Path]) -> list[Path]:
+    """Files as given, folders searched recursively for images; one path alone is a list of one."""
+    if isinstance(inputs, (str, Path)):
+        inputs = [inputs]
     paths = []
     for item in map(Path, inputs):
         if item.is_dir():
@@ -55,9 +57,16 @@ def expand_inputs(inputs: list[str | Path]) -> list[Path]:
 
 
 def predict(
-    checkpoint: str | Path, inputs: list[str | Path], top_k: int = 5, batch_size: int = 64, device: str = "auto"
+    checkpoint: str | Path,
+    inputs: str | Path | list[str | Path],
+    top_k: int = 5,
+    batch_size: int = 64,
+    device: str = "auto",
 ) -> list[Prediction]:
-    """Class probabilities for each image; an unreadable file gets an ``error`` instead of stopping the rest."""
+    """Class probabilities for each image (a file, a folder, or a list of them); an unreadable file gets an
+    ``error`` instead of stopping the rest."""
+    if top_k < 1 or batch_size < 1:
+        raise ValueError(f"top_k and batch_size must be 1 or more, not {top_k} and {batch_size}.")
     classifier = Classifier(checkpoint, device)
     names = classifier.class_names
     k = min(top_k, len(names))

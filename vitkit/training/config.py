@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from vitkit.errors import OptionError
+
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "recipes"
 
 
@@ -56,12 +58,78 @@ class TrainConfig:
     # bookkeeping
     seed: int = 0
 
+    def __post_init__(self):
+        check_config(self)
+
     def resolved_output(self) -> Path:
         data_name = self.data.split(":")[0] if not Path(self.data).exists() else Path(self.data).name
         return Path(self.output or f"runs/{self.model}-{data_name}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+CHOICES = {
+    "augment": ("resize-crop-flip", "keras-vit", "random-resized-crop", "none"),
+    "optimizer": ("adam", "adamw", "sgd"),
+    "schedule": ("cosine", "constant"),
+    "amp": ("auto", "bf16", "fp16", "none"),
+    "interpolation": ("bilinear", "bicubic", "nearest"),
+    "resize_mode": ("shorter", "squash"),
+}
+# (lowest, highest, lowest included, highest included) for every numeric option; None: no bound
+RANGES = {
+    "epochs": (1, 100_000, True, True),
+    "batch_size": (1, 65_536, True, True),
+    "image_size": (16, 4096, True, True),
+    "lr": (0, 10, False, True),
+    "min_lr": (0, 10, True, True),
+    "momentum": (0, 1, True, False),
+    "weight_decay": (0, 10, True, True),
+    "warmup_epochs": (0, None, True, True),
+    "label_smoothing": (0, 1, True, False),
+    "clip_grad": (0, None, False, True),
+    "ema_decay": (0, 1, False, False),
+    "val_fraction": (0, 1, False, False),
+    "workers": (0, 256, True, True),
+    "train_resize": (1, 4, True, True),
+    "crop_pct": (0, 1, False, True),
+    "seed": (0, 2**63 - 1, True, True),
+}
+
+
+def _range_text(low, high, low_in, high_in) -> str:
+    first = f"{'at least' if low_in else 'above'} {low}"
+    if high is None:
+        return first
+    if low_in and high_in:
+        return f"from {low} to {high}"
+    return f"{first} and {'at most' if high_in else 'below'} {high}"
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """Every option against its valid range or choices, before any image is decoded or any file written."""
+    for name, (low, high, low_in, high_in) in RANGES.items():
+        value = getattr(cfg, name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise OptionError(name, f"takes a number, not {value!r}.")
+        ok = (value >= low if low_in else value > low) and (high is None or (value <= high if high_in else value < high))
+        if not ok or value != value:  # NaN fails every comparison but the last
+            raise OptionError(name, f"must be {_range_text(low, high, low_in, high_in)}, not {value}.")
+    for name, choices in CHOICES.items():
+        value = getattr(cfg, name)
+        if value is not None and value not in choices:
+            raise OptionError(name, f"takes one of {', '.join(choices)}, not '{value}'.")
+    if cfg.min_lr > cfg.lr:
+        raise OptionError("min_lr", f"({cfg.min_lr}) must not exceed lr ({cfg.lr}).")
+    if cfg.warmup_epochs > cfg.epochs:
+        raise OptionError("warmup_epochs", f"({cfg.warmup_epochs}) must not exceed epochs ({cfg.epochs}).")
+    for name in ("mean", "std"):
+        value = getattr(cfg, name)
+        if value is not None and (len(value) != 3 or (name == "std" and min(value) <= 0)):
+            raise OptionError(name, "takes three numbers (one per RGB channel)" + (", each above 0." if name == "std" else "."))
 
 
 def _field_types() -> dict[str, Any]:
@@ -77,18 +145,18 @@ def coerce(name: str, value: Any) -> Any:
     if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null", "auto", "")):
         if optional:
             return None
-        raise ValueError(f"--{name.replace('_', '-')} needs a value.")
+        raise OptionError(name, "needs a value.")
     if typing.get_origin(base) is list:  # "0.5,0.5,0.5" on the command line, a list in YAML
         items = value.split(",") if isinstance(value, str) else value
         try:
             return [float(v) for v in items]
         except (TypeError, ValueError):
-            raise ValueError(f"--{name.replace('_', '-')} takes numbers separated by commas, not '{value}'.") from None
+            raise OptionError(name, f"takes numbers separated by commas, not '{value}'.") from None
     if typing.get_origin(base) is dict:
         if isinstance(value, str):
             value = yaml.safe_load(value)
         if not isinstance(value, dict):
-            raise ValueError(f"--{name.replace('_', '-')} takes a mapping such as '{{drop_rate: 0.1}}'.")
+            raise OptionError(name, "takes a mapping such as '{drop_rate: 0.1}'.")
         return value
     if base is bool:
         if isinstance(value, bool):
@@ -97,11 +165,14 @@ def coerce(name: str, value: Any) -> Any:
             return True
         if str(value).lower() in ("0", "false", "no", "off"):
             return False
-        raise ValueError(f"--{name.replace('_', '-')} takes true or false, not '{value}'.")
+        raise OptionError(name, f"takes true or false, not '{value}'.")
+    if base is int and isinstance(value, float) and not value.is_integer():
+        raise OptionError(name, f"takes a whole number, not {value}.")
     try:
         return base(value)
     except (TypeError, ValueError):
-        raise ValueError(f"--{name.replace('_', '-')} takes a {base.__name__}, not '{value}'.") from None
+        kind = {"int": "whole number", "float": "number", "str": "text"}.get(base.__name__, base.__name__)
+        raise OptionError(name, f"takes a {kind}, not '{value}'.") from None
 
 
 def recipe_path(recipe: str) -> Path:

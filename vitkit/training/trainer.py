@@ -189,7 +189,7 @@ def setup(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device, lo
         atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     log(
         f"training {cfg.model} ({sum(p.numel() for p in model.parameters()):,} params) at {preprocess.input_size}px, "
-        f"batch {cfg.batch_size} x {info.world_size} process(es), {cfg.epochs} epochs on {device}"
+        f"batch {cfg.batch_size} x {info.world_size} process(es), {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''} on {device}"
         f"{' (channels_last)' if channels_last else ''} -> {out}"
     )
     return Run(
