@@ -34,7 +34,7 @@ mutants: setup
 # train MobileViT-XXS on scikit-learn's digits, evaluate it, predict a few images, export a verified full-int8
 # TFLite file for phones (a few minutes on 2 CPU cores)
 demo: setup
-	$(VENV)/bin/vitkit train --recipe digits_quickstart --output runs/demo
+	$(VENV)/bin/vitkit train --recipe digits_quickstart --output runs/demo --overwrite
 	$(VENV)/bin/vitkit eval runs/demo
 	$(VENV)/bin/vitkit samples digits --output runs/demo/samples --count 4
 	$(VENV)/bin/vitkit predict runs/demo runs/demo/samples --top-k 3

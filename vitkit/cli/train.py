@@ -46,7 +46,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--output", help="run folder (default runs/MODEL-DATA)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        metavar="RUN",
+        help="continue a run from its last checkpoint with its saved configuration: --resume RUN (or --resume "
+        "with --output RUN); only --epochs (to extend it), --workers, --device and --compile may change",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace the run the output folder holds (its files are removed)"
+    )
     p.set_defaults(run=run_train, accepts_extra=True)
 
     p = sub.add_parser("recipes", help="list the shipped training recipes")
@@ -89,14 +99,22 @@ def run_train(args: argparse.Namespace) -> int:
 
     explicit = {k: getattr(args, k) for k in ("model", "data", "epochs", "batch_size", "image_size", "lr", "output")}
     overrides = {**parse_overrides(args.extra), **{k: v for k, v in explicit.items() if v is not None}}
-    config = build_config(args.recipe, overrides)
+    if args.resume:
+        folder = args.resume if isinstance(args.resume, str) else args.output
+        if not folder:
+            raise ValueError("--resume needs the run folder: vitkit train --resume RUN.")
+        from vitkit.training.runs import resume_config
+
+        config = resume_config(folder, overrides, args.recipe)
+    else:
+        config = build_config(args.recipe, overrides)
     try:
-        train(config, resume=args.resume)
+        train(config, resume=bool(args.resume), overwrite=args.overwrite)
     except TrainingDiverged as e:
         raise ValueError(f"training diverged: {e}") from None
     except KeyboardInterrupt:
         raise ValueError(
-            f"interrupted; continue with the same command plus --resume (output {config.resolved_output()})"
+            f"interrupted; continue with vitkit train --resume {config.resolved_output()}"
         ) from None
     return 0
 

@@ -47,3 +47,8 @@ def barrier(info: DistInfo) -> None:
 def cleanup(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def rank() -> int:
+    """This process's rank under torchrun (0 alone), known before the process group starts."""
+    return int(os.environ.get("RANK", 0))

@@ -25,6 +25,7 @@ from vitkit.preprocess import Preprocess
 from vitkit.training import distributed
 from vitkit.training.config import TrainConfig, build_config
 from vitkit.training.defaults import resolve_hflip, resolve_preprocess, train_side
+from vitkit.training.runs import prepare_output, resume_config
 from vitkit.utils import atomic_write_text
 
 SPLIT_SEED = 0  # folders without train/ and val/ are split the same way by every run and by `vitkit eval`
@@ -44,16 +45,30 @@ class TrainResult:
 
 
 def train(
-    config: TrainConfig | None = None, *, recipe: str | None = None, resume: bool = False, **overrides
+    config: TrainConfig | None = None,
+    *,
+    recipe: str | None = None,
+    resume: bool | str | Path = False,
+    overwrite: bool = False,
+    **overrides,
 ) -> TrainResult:
     """Train a model; the Python twin of ``vitkit train``.
 
     ``train(recipe="digits_quickstart", epochs=3)`` or ``train(TrainConfig(model=..., data=...))``.
+    ``train(resume="runs/x")`` continues a run with its saved configuration (``epochs=`` may extend it);
+    ``overwrite=True`` replaces the run a folder holds instead of refusing.
     """
-    cfg = config if config is not None else build_config(recipe, overrides)
+    if isinstance(resume, (str, Path)) and resume:
+        if config is not None or recipe is not None:
+            raise ValueError("A run resumed by its folder keeps its own configuration; give no config or recipe.")
+        cfg, resume = resume_config(resume, overrides), True
+    else:
+        cfg = config if config is not None else build_config(recipe, overrides)
+    log = print if distributed.rank() == 0 else (lambda *args, **kwargs: None)
+    cfg = prepare_output(cfg, bool(resume), overwrite, log, distributed.rank() == 0)
     info, device = distributed.setup(cfg.device)
     try:
-        return _run(cfg, resume, info, device)
+        return _run(cfg, bool(resume), info, device)
     finally:
         distributed.cleanup(info)
 

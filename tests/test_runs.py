@@ -1,0 +1,84 @@
+"""Run folders: one run per folder, the default name never lands on a run, resume from the run's own config."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from vitkit.cli.main import main
+from vitkit.errors import EXIT_USER_ERROR, OptionError
+from vitkit.training import train
+from vitkit.training.runs import resume_config
+
+QUICK = ["--model", "vit_cifar", "--data", "digits", "--image-size", "32", "--batch-size", "64"]
+
+
+def cli(*args) -> int:
+    return main(["train", *QUICK, *args])
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished one-epoch run."""
+    out = tmp_path_factory.mktemp("runs") / "done"
+    assert cli("--epochs", "1", "--output", str(out)) == 0
+    return out
+
+
+def test_training_into_a_run_is_refused_with_the_ways_forward(finished, capsys):
+    before = {p.name: p.stat().st_mtime_ns for p in finished.iterdir()}
+    assert cli("--epochs", "1", "--output", str(finished)) == EXIT_USER_ERROR
+    err = capsys.readouterr().err
+    assert "already holds a run (vit_cifar, 1 of 1 epochs done)" in err
+    assert f"--resume {finished}" in err and "--output" in err and "--overwrite" in err and err.count("\n") == 1
+    assert {p.name: p.stat().st_mtime_ns for p in finished.iterdir()} == before  # nothing touched
+
+
+def test_the_default_name_takes_the_next_free_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    first = tmp_path / "runs" / "vit_cifar-digits"
+    first.mkdir(parents=True)
+    (first / "config.yaml").write_text("epochs: 3\n")
+    result = train(model="vit_cifar", data="digits", image_size=32, epochs=1, batch_size=64)
+    assert result.output == "runs/vit_cifar-digits-2" or str(result.output).endswith("vit_cifar-digits-2")
+    assert (first / "config.yaml").read_text() == "epochs: 3\n"
+    assert "this one goes to runs/vit_cifar-digits-2" in capsys.readouterr().out
+
+
+def test_overwrite_clears_the_old_runs_files(finished, tmp_path):
+    out = tmp_path / "again"
+    (out).mkdir()
+    for name in ("config.yaml", "best.json", "old.onnx", "old.onnx.json", "confusion.png"):
+        (out / name).write_text("stale")
+    (out / "notes.txt").write_text("mine")
+    assert cli("--epochs", "1", "--output", str(out), "--overwrite") == 0
+    assert not (out / "old.onnx").exists() and not (out / "confusion.png").exists()
+    assert (out / "notes.txt").read_text() == "mine"  # only the files a run writes are removed
+    assert yaml.safe_load((out / "config.yaml").read_text())["epochs"] == 1
+
+
+def test_resume_alone_continues_with_the_runs_own_configuration(finished, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    saved = (run / "config.yaml").read_text()
+    # changing what the run is: refused in one sentence, nothing rewritten
+    assert main(["train", "--resume", str(run), "--lr", "0.5"]) == EXIT_USER_ERROR
+    err = capsys.readouterr().err
+    assert err.startswith("vitkit train: error: --lr would change the run being resumed") and err.count("\n") == 1
+    with pytest.raises(OptionError, match="^weight_decay would change"):
+        resume_config(run, {"weight_decay": 0.3})
+    assert main(["train", "--resume", str(run), "--epochs", "0"]) == EXIT_USER_ERROR  # out of range
+    assert (run / "config.yaml").read_text() == saved
+    # the original command plus --resume changes nothing; --epochs extends
+    assert resume_config(run, {"model": "vit_cifar", "image_size": "32"}).epochs == 1
+    assert main(["train", "--resume", str(run), "--epochs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "resuming" in out and "after epoch 1 of 2" in out
+    history = json.loads((run / "metrics.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["epochs"] == 2 and config["data"] == "digits" and config["image_size"] == 32
