@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from vitkit.preprocess import Preprocess
-from vitkit.utils import atomic_path, atomic_write_text
+from vitkit.utils import atomic_paths
 
 FORMAT = "vitkit-checkpoint/2"
 FORMAT_V1 = "vitkit-checkpoint/1"  # before the preprocessing record was complete; read, never written
@@ -27,20 +27,20 @@ FORMAT_V1 = "vitkit-checkpoint/1"  # before the preprocessing record was complet
 def save_checkpoint(
     folder: Path, name: str, weights: dict[str, torch.Tensor], meta: dict[str, Any], state: dict | None = None
 ) -> Path:
-    """Write NAME.safetensors, NAME.json and (with ``state``) NAME.state.pt, each atomically; the JSON last,
-    so a JSON on disk always describes complete weights."""
-    from safetensors.torch import save_file
+    """Write NAME.safetensors, NAME.state.pt (with ``state``) and NAME.json together: all three are written to
+    temporary files first and renamed only when every one is complete, the JSON last. A full disk or a kill
+    at any moment leaves the previous checkpoint whole, its JSON describing its own weights."""
+    from safetensors.torch import save
 
     folder.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
-    with atomic_path(folder / f"{name}.safetensors") as tmp:
-        save_file(weights, str(tmp), metadata={"format": FORMAT, "model": meta["model"]})
-    if state is not None:
-        with atomic_path(folder / f"{name}.state.pt") as tmp:
-            torch.save(state, tmp)
-    atomic_write_text(
-        folder / f"{name}.json", json.dumps({"format": FORMAT, **meta, "weights": f"{name}.safetensors"}, indent=2)
-    )
+    names = [f"{name}.safetensors"] + ([f"{name}.state.pt"] if state is not None else []) + [f"{name}.json"]
+    with atomic_paths(*(folder / n for n in names)) as temps:
+        # bytes written by Python, so a full disk is an OSError with its errno (safetensors' own writer wraps it)
+        temps[0].write_bytes(save(weights, metadata={"format": FORMAT, "model": meta["model"]}))
+        if state is not None:
+            torch.save(state, temps[1])
+        temps[-1].write_text(json.dumps({"format": FORMAT, **meta, "weights": f"{name}.safetensors"}, indent=2))
     return folder / f"{name}.json"
 
 

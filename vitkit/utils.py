@@ -13,19 +13,52 @@ from typing import Iterator
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one step, on error it is
     deleted, so readers see the old file or the new one and never half of one."""
-    path = Path(path)
+    with atomic_paths(path) as (tmp,):
+        yield tmp
+
+
+@contextlib.contextmanager
+def atomic_paths(*paths: str | os.PathLike) -> Iterator[list[Path]]:
+    """``atomic_path`` for files that belong together (weights, state, their JSON): every temporary file is
+    written first, where a full disk fails, and only then are they renamed, in the order given (the
+    describing JSON last); on error none is renamed and every temporary file is removed."""
+    with contextlib.ExitStack() as stack:
+        temps = [stack.enter_context(_temporary_beside(Path(p))) for p in paths]
+        try:
+            yield temps
+        except OSError as e:
+            if e.filename is None and e.strerror:  # a failed write names no file: name the folder
+                raise OSError(e.errno, e.strerror, str(Path(paths[0]).parent)) from None
+            raise
+        for tmp, path in zip(temps, paths):
+            os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def _temporary_beside(path: Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make shared files unreadable to others
-    tmp_path = Path(tmp)
+    os.chmod(tmp, 0o666 & ~umask)
     try:
-        yield tmp_path
-        os.replace(tmp_path, path)
+        yield Path(tmp)
     finally:
-        tmp_path.unlink(missing_ok=True)
+        Path(tmp).unlink(missing_ok=True)
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Refuse, before any work, a destination that cannot be written: a file where a folder is needed, or a
+    folder without write permission."""
+    path = Path(path)
+    for parent in [path.parent, *path.parent.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"Cannot write {path}: {parent} is a file, not a folder; choose another path.")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise ValueError(f"Cannot write {path}: {parent} is not writable; choose another folder.")
+            return
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

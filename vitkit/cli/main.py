@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from vitkit.cli import evaluate as evaluate_cmd
 from vitkit.cli import export as export_cmd
@@ -54,6 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, TypeError, MissingExtra) as e:
         # errors a user can cause arrive here as one sentence; anything else is a bug and keeps its traceback
         print(f"vitkit {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as e:  # a full disk, a read-only folder, a file where a folder should be
+        where = Path(e.filename).parent if e.filename and Path(e.filename).name.endswith(".tmp") else e.filename
+        print(
+            f"vitkit {args.command}: error: could not write {where or 'a file'} ({e.strerror or e}); free some space "
+            "or choose another folder.",
+            file=sys.stderr,
+        )
         return EXIT_USER_ERROR
     except NothingDone as e:
         print(f"vitkit {args.command}: {e}", file=sys.stderr)

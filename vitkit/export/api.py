@@ -18,7 +18,7 @@ from vitkit.export.deploy import DeployModel, require, to_layout
 from vitkit.export.verify import MIN_AGREEMENT, Verification, VerificationFailed, compare
 from vitkit.models import fuse
 from vitkit.preprocess import Preprocess
-from vitkit.utils import atomic_path, atomic_write_text
+from vitkit.utils import atomic_path, atomic_write_text, check_writable
 
 FORMATS = ("tflite", "onnx")
 QUANTIZATIONS = {"tflite": ("none", "dynamic", "fp16", "int8"), "onnx": ("none", "dynamic", "int8")}
@@ -188,14 +188,15 @@ def export(
     data = calibration_data or recorded["spec"]
     if not data:
         raise ValueError("The checkpoint does not name its data; give --calibration-data with images of its classes.")
+    output = Path(output) if output else default_output(checkpoint, meta, format, quantize, size)
+    if output.suffix != SUFFIX[format]:
+        raise ValueError(f"A {format} file should end in {SUFFIX[format]}; got {output.name}.")
+    check_writable(output)  # before any image is decoded or converted
     calibration_images = calibration_images if quantize == "int8" else 0
     images = export_data(
         data, meta["class_names"], p, recorded["val_fraction"], max_images, calibration_images,
         split_seed=recorded["split_seed"],
     )  # fmt: skip
-    output = Path(output) if output else default_output(checkpoint, meta, format, quantize, size)
-    if output.suffix != SUFFIX[format]:
-        raise ValueError(f"A {format} file should end in {SUFFIX[format]}; got {output.name}.")
     min_agreement = MIN_AGREEMENT[quantize] if min_agreement is None else min_agreement
 
     start = time.perf_counter()

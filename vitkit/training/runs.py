@@ -13,6 +13,7 @@ from typing import Any, Callable
 import yaml
 
 from vitkit.errors import OptionError
+from vitkit.utils import check_writable
 from vitkit.training.config import TrainConfig, build_config, coerce
 
 # what training, eval and export write into a run folder (--overwrite removes exactly these)
@@ -59,6 +60,7 @@ def prepare_output(
     out = cfg.resolved_output()
     if out.exists() and not out.is_dir():
         raise ValueError(f"The output {out} is a file, not a folder; give another --output.")
+    check_writable(out / "config.yaml")
     if resume:
         if not (out / "last.state.pt").is_file():
             raise FileNotFoundError(f"Nothing to resume in {out}: no last.state.pt; start without --resume.")
