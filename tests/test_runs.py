@@ -82,3 +82,33 @@ def test_resume_alone_continues_with_the_runs_own_configuration(finished, tmp_pa
     assert [h["epoch"] for h in history] == [1, 2]
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["epochs"] == 2 and config["data"] == "digits" and config["image_size"] == 32
+
+
+def test_eval_scores_a_held_out_folder_whole_and_matches_classes_by_name(tmp_path):
+    """A test folder that is not the run's data is scored image by image (not a split of it); it may hold a
+    subset of the classes, never a class the model does not know."""
+    import numpy as np
+
+    from tests.serving import CLASSES, encoded, write_checkpoint
+    from vitkit.inference import evaluate
+
+    run = write_checkpoint(tmp_path / "run")
+    test = tmp_path / "test"
+    for k, name in enumerate(["sky", "flower"]):  # a subset, listed in another order than the model's
+        (test / name).mkdir(parents=True)
+        for j in range(7):
+            (test / name / f"{j}.png").write_bytes(encoded(np.full((40, 40, 3), 30 * k + 20 * j, np.uint8)))
+    result = evaluate(run, data=str(test), plot=False)
+    assert result.count == 14  # every image, not the 10% validation split
+    assert "every image" in result.data and "2 of the model's 5 classes" in result.data
+    assert "absent: bricks, temple, water" in result.data
+    assert result.per_class["bricks"] is None and result.per_class["sky"] is not None
+    confusion = np.array(result.confusion)
+    assert confusion[CLASSES.index("sky")].sum() == 7 and confusion[CLASSES.index("flower")].sum() == 7
+    assert evaluate(run, data=str(test), split="val", plot=False).count < 14
+
+    (test / "zebra").mkdir()
+    (test / "zebra" / "0.png").write_bytes(encoded(np.zeros((40, 40, 3), np.uint8)))
+    with pytest.raises(ValueError) as e:
+        evaluate(run, data=str(test), plot=False)
+    assert str(e.value).count("zebra") == 1 and "not trained on" in str(e.value)

@@ -12,8 +12,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", help="a run folder (uses best.json) or a checkpoint .json / .safetensors")
     p.add_argument(
         "--data",
-        help="data spec as for train, its validation split is used (default: the run's own, with the pixels and "
-        "batches training's validation pass used, so the top-1 is the one the run logged)",
+        help="data spec as for train (default: the run's own, whose validation split is scored with the pixels and "
+        "batches training's validation pass used, so the top-1 is the one the run logged); other data, such as a "
+        "held-out test folder, is scored whole; classes are matched by name and may be a subset",
+    )
+    p.add_argument(
+        "--split",
+        default="auto",
+        choices=["auto", "train", "val", "all"],
+        help="which images to score (auto: the validation split of the run's own data, every image of other data)",
     )
     p.add_argument("--batch-size", type=int, help="default: the one training's validation pass used")
     p.add_argument("--device", default="auto")
@@ -32,7 +39,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def run_eval(args: argparse.Namespace) -> int:
     from vitkit.inference import evaluate
 
-    result = evaluate(args.checkpoint, args.data, args.batch_size, args.device)
+    result = evaluate(args.checkpoint, args.data, args.batch_size, args.device, split=args.split)
     print(result.data)
     print(f"top-1 {result.top1:.2%}   top-5 {result.top5:.2%}   loss {result.loss:.4f}   ({result.count} images)")
     width = max(len(n) for n in result.per_class)

@@ -64,6 +64,18 @@ class Records:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def __add__(self, other: Records) -> Records:
+        """Both splits as one (``vitkit eval --split all``)."""
+        return Records(
+            np.concatenate([self.labels, other.labels]),
+            torch.cat([self.images, other.images]) if self.images is not None else None,
+            self.paths + other.paths if self.paths is not None else None,
+        )
+
+    def relabel(self, index: np.ndarray) -> Records:
+        """The same images with label ``l`` replaced by ``index[l]`` (a data set's classes -> a model's)."""
+        return Records(index[self.labels], self.images, self.paths)
+
     def subset(self, index) -> Records:
         index = np.asarray(index, dtype=np.int64)
         return Records(

@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -56,30 +57,48 @@ class EvalResult:
         return dataclasses.asdict(self)
 
 
+SPLITS = ("auto", "train", "val", "all")
+
+
 def evaluate(
     checkpoint: str | Path,
     data: str | None = None,
     batch_size: int | None = None,
     device: str = "auto",
     plot: bool = True,
+    split: str = "auto",
 ) -> EvalResult:
-    """Top-1, top-5, per-class accuracy and the confusion matrix on the validation split of ``data``, by
-    default the run's own: the same images, pixels and batches as training's validation pass, so the top-1
-    is the one the run logged."""
+    """Top-1, top-5, per-class accuracy and the confusion matrix of a checkpoint.
+
+    By default (``split="auto"``) the run's own data is scored on its validation split: the same images,
+    pixels and batches as training's validation pass, so the top-1 is the one the run logged; other data (a
+    held-out test folder) is scored whole, every image. ``split`` chooses train, val or all explicitly. Classes
+    are matched by name: a test set may hold a subset of the model's classes (those missing are reported), not
+    classes the model does not know.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"Unknown split '{split}'; choose {', '.join(SPLITS)}.")
     dev = pick_device(device)
     model, meta = load_for_inference(checkpoint, dev)
     recorded = meta["data"]
     spec = data or recorded["spec"]
     if not spec:
         raise ValueError("The checkpoint does not name its data; give --data.")
+    own = data is None or data == recorded["spec"]
+    split = ("val" if own else "all") if split == "auto" else split
     listing = list_data(spec, recorded["val_fraction"], recorded["split_seed"])  # the run's own split
     names = meta["class_names"]
-    if listing.class_names != names:
+    unknown = [c for c in listing.class_names if c not in names]
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
         raise ValueError(
-            f"{spec} has classes {listing.class_names[:5]}... but the checkpoint was trained on "
-            f"{names[:5]}...; evaluate on data with the same class folders."
+            f"{spec} holds classes the model was not trained on ({shown}); its classes are "
+            f"{', '.join(names[:10])}{' ...' if len(names) > 10 else ''}."
         )
-    val, report = eval_set(listing.val, model.preprocess)
+    missing = [c for c in names if c not in listing.class_names]
+    to_model = np.array([names.index(c) for c in listing.class_names], dtype=np.int64)
+    records = {"train": listing.train, "val": listing.val, "all": listing.train + listing.val}[split]
+    val, report = eval_set(records.relabel(to_model), model.preprocess)
     meter = evaluate_model(model, val, dev, batch_size or meta.get("eval_batch_size", 128))  # v1 had none
     skipped = f"; {len(report.skipped)} unreadable files skipped" if report and report.skipped else ""
     result = EvalResult(
@@ -89,7 +108,12 @@ def evaluate(
         count=meter.count,
         per_class=dict(zip(names, meter.per_class_accuracy())),
         confusion=meter.confusion.tolist(),
-        data=f"{listing.name}: {len(val)} validation images, {len(names)} classes{skipped}",
+        data=(
+            f"{listing.name}: {len(val)} images ({'every image' if split == 'all' else split + ' split'}), "
+            f"{len(names) - len(missing)} of the model's {len(names)} classes"
+            + (f" (absent: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''})" if missing else "")
+            + skipped
+        ),
     )
     if plot:
         from vitkit.plots import plot_confusion
