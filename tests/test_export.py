@@ -7,6 +7,7 @@ Slow-ish (about two minutes: each conversion takes 5-20 s on 2 cores), and run i
 import importlib.util
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -219,3 +220,24 @@ def test_bench_a_vit_by_name_without_weights(capsys):
         bench("no_such_model", "onnx", (1,))
     with pytest.raises(ValueError, match="Unknown format 'coreml'"):
         bench("vit_cifar", "coreml", (1,))
+
+
+@pytest.mark.slow
+def test_bench_reuses_its_conversions_and_times_an_exported_file(run, tmp_path, capsys):
+    """A second bench of the same checkpoint converts nothing; a file written by vitkit export is timed as it is."""
+    from vitkit.export import export
+    from vitkit.export.bench import bench
+
+    said = []
+    first = bench(str(run), "onnx", (1, 2), seconds=0.05, rounds=1, log=said.append)
+    assert any("converting to onnx" in s for s in said)
+    said.clear()
+    second = bench(str(run), "onnx", (1, 2), seconds=0.05, rounds=1, log=said.append)
+    assert any("reusing onnx" in s for s in said) and not any("converting" in s for s in said)
+    assert [r.top1 for r in second.rows] == [r.top1 for r in first.rows]
+    assert not list(Path(run).glob(".bench/*/*.tmp")) and not list(Path(run).glob(".bench/*/.*.tmp"))
+
+    onnx = export(run, "onnx", output=tmp_path / "m.onnx", log=lambda s: None)
+    report = bench(onnx.path, batch_sizes=(1, 3), seconds=0.05, rounds=1, log=lambda s: None)
+    assert [(r.format, r.batch_size) for r in report.rows] == [("onnx", 1), ("onnx", 3)]
+    assert all(r.median_ms > 0 for r in report.rows)

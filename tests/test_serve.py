@@ -9,6 +9,7 @@ import json
 import struct
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -126,7 +127,7 @@ def test_bad_uploads_get_the_right_status_and_one_sentence(client, photos):
 
 def test_a_decompression_bomb_is_refused_from_its_header(client):
     """A 10,000 x 10,000 PNG of zeros is 200 kB on the wire; its header says 100 MP, over the limit: 413 without
-    decoding it (the answer comes much faster than a decode of 100 MP)."""
+    decoding it (the answer comes at least 5x faster than decoding it would take, measured beside it)."""
     from PIL import Image
     import io
 
@@ -136,8 +137,13 @@ def test_a_decompression_bomb_is_refused_from_its_header(client):
     assert len(bomb) < 4_000_000
     start = time.perf_counter()
     r = client.post("/v1/classify", content=bomb, headers={"Content-Type": "image/png"})
+    refused = time.perf_counter() - start
     assert r.status_code == 413 and "10000x10000 pixels" in r.json()["error"]
-    assert time.perf_counter() - start < 0.5
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Pillow's own bomb warning: this decode is the test's yardstick
+        Image.open(io.BytesIO(bomb)).load()  # what decoding it would have cost
+    assert refused < (time.perf_counter() - start) / 5
 
 
 def test_routes_that_read_state(client):

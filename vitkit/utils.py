@@ -109,3 +109,14 @@ def _restore(saved: list[int]) -> None:
         ctypes.CDLL(None).fflush(None)
     os.dup2(saved[0], 1)
     os.dup2(saved[1], 2)
+
+
+def digest(path: str | os.PathLike) -> str:
+    """The first 12 hex digits of a file's SHA-256: a short, stable version of weights or an exported file."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:12]

@@ -47,9 +47,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench",
         help="latency, throughput, size and accuracy of torch / compile / onnx / tflite side by side",
-        description="Benchmark deployment formats of a checkpoint (or a model name, with random weights) in one run.",
+        description="Benchmark deployment formats of a checkpoint (or a model name, with random weights) in one run, "
+        "or time an exported .onnx / .tflite file as it is. A checkpoint's converted files are kept in RUN/.bench "
+        "and reused by the next bench of the same weights, input size and data.",
     )
-    p.add_argument("source", metavar="CHECKPOINT_OR_MODEL")
+    p.add_argument("source", metavar="CHECKPOINT_MODEL_OR_FILE")
     p.add_argument(
         "--formats",
         default="torch,onnx,onnx:dynamic,onnx:int8,tflite,tflite:dynamic,tflite:fp16,tflite:int8",

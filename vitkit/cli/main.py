@@ -48,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     from vitkit.export.deploy import MissingExtra
 
     try:
-        return args.run(args) or 0
+        code = args.run(args) or 0
+        sys.stdout.flush()  # a closed pipe is met here, inside the try, not at interpreter exit
+        return code
     except OptionError as e:
         print(f"vitkit {args.command}: error: {e.for_cli()}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -56,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         # errors a user can cause arrive here as one sentence; anything else is a bug and keeps its traceback
         print(f"vitkit {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except BrokenPipeError:
+        # `vitkit eval RUN | head`: the reader left; end quietly, and keep Python from complaining at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except OSError as e:  # a full disk, a read-only folder, a file where a folder should be
         where = Path(e.filename).parent if e.filename and Path(e.filename).name.endswith(".tmp") else e.filename
         print(
@@ -67,10 +73,6 @@ def main(argv: list[str] | None = None) -> int:
     except NothingDone as e:
         print(f"vitkit {args.command}: {e}", file=sys.stderr)
         return EXIT_NOTHING_DONE
-    except BrokenPipeError:
-        # `vitkit eval RUN | head`: the reader left; end quietly, and keep Python from complaining at exit
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
         print(f"vitkit {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

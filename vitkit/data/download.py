@@ -71,10 +71,10 @@ def download_file(remote: RemoteFile, dest_dir: Path) -> Path:
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(remote.url, timeout=60) as response:
-            from tqdm import tqdm
+            from vitkit.progress import progress
 
             total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=remote.filename, disable=None, leave=False) as bar:
+            with progress(total=total, unit="B", desc=remote.filename, unit_scale=True) as bar:
                 for block in iter(lambda: response.read(1 << 20), b""):
                     out.write(block)
                     bar.update(len(block))

@@ -185,19 +185,10 @@ def decode_files(
     chunk = max(1, min(64, len(paths) // (workers * 4) or 1))
     jobs = [(paths[i : i + chunk], load) for i in range(0, len(paths), chunk)]
     if workers > 1 and len(paths) > 64:
-        from tqdm import tqdm
+        from vitkit.progress import progress
 
         with ProcessPoolExecutor(workers) as pool:
-            results = list(
-                tqdm(
-                    pool.map(_decode_chunk, jobs),
-                    total=len(jobs),
-                    desc="decoding images",
-                    unit="chunk",
-                    leave=False,
-                    disable=None,
-                )
-            )
+            results = list(progress(pool.map(_decode_chunk, jobs), total=len(jobs), desc="decoding images", unit="chunk"))
     else:
         results = [[load(p) for p in job[0]] for job in jobs]
     images = [a for part in results for a in part]

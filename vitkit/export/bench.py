@@ -31,8 +31,10 @@ from vitkit.export.api import (
 )
 from vitkit.export.deploy import DeployModel
 from vitkit.export.verify import compare
+from vitkit.preprocess import Preprocess
 from vitkit.inference.runtime import memory_format, prepare_for_inference
 from vitkit.models import fuse
+from vitkit.utils import atomic_path
 
 TORCH_FORMATS = ("torch", "compile")
 DEFAULT_FORMATS = (
@@ -163,6 +165,43 @@ def load_source(source: str, image_size: int | None):
     return model, {"model": source, "class_names": None}
 
 
+def bench_file(
+    path: str | Path,
+    batch_sizes: tuple[int, ...] = (1, 32),
+    threads: int | None = None,
+    seconds: float = 2.0,
+    rounds: int = 3,
+    log: Callable[[str], None] = print,
+) -> BenchReport:
+    """Time an exported .onnx / .tflite file as it is (its sidecar JSON gives the model and input size); a
+    TFLite file runs at its own fixed batch size only."""
+    import json
+
+    from vitkit.export.api import sidecar_path
+
+    path = Path(path)
+    fmt = "onnx" if path.suffix == ".onnx" else "tflite"
+    side = sidecar_path(path)
+    if not path.is_file() or not side.is_file():
+        raise FileNotFoundError(f"{path} or its {side.name} is missing; bench a file written by vitkit export.")
+    info = json.loads(side.read_text())
+    size = Preprocess.from_dict(info["preprocessing"]).input_size
+    layout = info["io"]["input"].get("layout", DEFAULT_LAYOUT[fmt]).lower()
+    runner = make_runner(fmt, path, layout, threads or torch.get_num_threads())
+    if runner.batch_size is not None and set(batch_sizes) != {runner.batch_size}:
+        log(f"  {path.name} has a fixed batch of {runner.batch_size}; timing that batch size only")
+        batch_sizes = (runner.batch_size,)
+    pixels = torch.rand(max(batch_sizes), 3, size, size, generator=torch.Generator().manual_seed(0)).numpy() * 255
+    report = BenchReport(str(path), info["model"], size, threads or torch.get_num_threads(), None, _machine())
+    cases = [
+        (BenchRow(label(fmt, info.get("quantize", "none")), b, round(path.stat().st_size / 1e6, 3), 0.0, 0.0, 0.0),
+         runner, runner.prepare(pixels[:b]))
+        for b in batch_sizes
+    ]  # fmt: skip
+    report.rows += time_cases(cases, rounds, seconds, log)
+    return report
+
+
 def bench(
     source: str,
     formats: str | list[str] = DEFAULT_FORMATS,
@@ -175,11 +214,15 @@ def bench(
     max_images: int = 1000,
     log: Callable[[str], None] = print,
 ) -> BenchReport:
-    formats = parse_formats(formats)
     if not batch_sizes or min(batch_sizes) < 1:
         raise ValueError("Batch sizes must be 1 or more, e.g. --batch-sizes 1,32.")
-    if rounds < 1 or seconds <= 0:
+    if rounds < 1 or not seconds > 0:
         raise ValueError("--rounds must be 1 or more and --seconds above 0.")
+    if Path(source).suffix in SUFFIX.values():
+        if threads:
+            torch.set_num_threads(threads)
+        return bench_file(source, batch_sizes, threads, seconds, rounds, log)
+    formats = parse_formats(formats)
     if threads:
         torch.set_num_threads(threads)
     threads = torch.get_num_threads()
@@ -210,12 +253,15 @@ def bench(
     sample = (val if val is not None else calibration).numpy()
 
     with tempfile.TemporaryDirectory() as tmp:
+        # a checkpoint's converted files are kept in its run folder and reused by the next bench of the same
+        # weights, size and data; a model name's random weights are converted into a temporary folder
+        folder = cache_folder(meta, size, data) if meta.get("_folder") else Path(tmp)
         cases = []  # (row, runner, input): every file is built and checked before any timing starts
         for fmt, quantize in formats:
             runner, accuracy = None, (None, None)
             for b in batch_sizes:
                 if runner is None or (runner.batch_size is not None and runner.batch_size != b):
-                    runner, size_bytes = _build(model, fmt, quantize, b, size, calibration, Path(tmp), log)
+                    runner, size_bytes = _build(model, fmt, quantize, b, size, calibration, folder, log)
                     if labels is not None and accuracy == (None, None):
                         check = compare(runner(val.numpy()), reference, labels, 0.0)
                         accuracy = (check.accuracy, check.agreement)
@@ -223,18 +269,37 @@ def bench(
                 row = BenchRow(label(fmt, quantize), b, round(size_bytes / 1e6, 3), 0.0, 0.0, 0.0, *accuracy)
                 cases.append((row, runner, runner.prepare(batch)))
 
-        # rounds interleave the formats, so a burst of load on a shared machine hits all of them alike
-        times = [[] for _ in cases]
-        for r in range(rounds):
-            log(f"  timing round {r + 1}/{rounds}")
-            for (row, runner, x), ms in zip(cases, times):
-                ms.extend(time_calls(lambda: runner.invoke(x), seconds / rounds))
-        for (row, _, _), ms in zip(cases, times):
-            median = float(np.median(ms))
-            row.median_ms, row.p90_ms = round(median, 3), round(float(np.percentile(ms, 90)), 3)
-            row.images_per_s = round(row.batch_size / median * 1e3, 1)
-            report.rows.append(row)
+        report.rows += time_cases(cases, rounds, seconds, log)
     return report
+
+
+def time_cases(cases: list, rounds: int, seconds: float, log) -> list[BenchRow]:
+    """Time (row, runner, input) cases; rounds interleave them, so a burst of load on a shared machine hits all
+    of them alike."""
+    times = [[] for _ in cases]
+    for r in range(rounds):
+        log(f"  timing round {r + 1}/{rounds}")
+        for (row, runner, x), ms in zip(cases, times):
+            ms.extend(time_calls(lambda: runner.invoke(x), seconds / rounds))
+    rows = []
+    for (row, _, _), ms in zip(cases, times):
+        median = float(np.median(ms))
+        row.median_ms, row.p90_ms = round(median, 3), round(float(np.percentile(ms, 90)), 3)
+        row.images_per_s = round(row.batch_size / median * 1e3, 1)
+        rows.append(row)
+    return rows
+
+
+def cache_folder(meta: dict, size: int, data: str | None) -> Path:
+    """RUN/.bench/<weights digest>_<size>_<data digest>: converted files stay valid only for these weights
+    (a retrained run gets a new folder), this input size and this calibration data."""
+    import hashlib
+
+    from vitkit.utils import digest
+
+    weights = digest(Path(meta["_folder"]) / meta["weights"])
+    data_key = hashlib.sha256(str(data).encode()).hexdigest()[:6]
+    return Path(meta["_folder"]) / ".bench" / f"{weights}_{size}_{data_key}"
 
 
 def _build(model, fmt: str, quantize: str, batch_size: int, size: int, calibration, folder: Path, log):
@@ -243,10 +308,16 @@ def _build(model, fmt: str, quantize: str, batch_size: int, size: int, calibrati
         runner = TorchRunner(model, compile=fmt == "compile")
         return runner, runner.size_bytes
     layout = DEFAULT_LAYOUT[fmt]
-    path = folder / f"{fmt}_{quantize}_b{batch_size}{SUFFIX[fmt]}"
-    log(f"  converting to {label(fmt, quantize)}" + (f" at batch {batch_size}" if fmt == "tflite" else ""))
-    deploy = DeployModel(fuse(model), layout).eval()
-    convert(deploy, fmt, quantize, path, batch_size, size, calibration if quantize == "int8" else None)
+    # ONNX files take any batch; a TFLite file's batch is fixed
+    path = folder / f"{fmt}_{quantize}{f'_b{batch_size}' if fmt == 'tflite' else ''}{SUFFIX[fmt]}"
+    what = label(fmt, quantize) + (f" at batch {batch_size}" if fmt == "tflite" else "")
+    if path.is_file():
+        log(f"  reusing {what}: {path}")
+    else:
+        log(f"  converting to {what}")
+        deploy = DeployModel(fuse(model), layout).eval()
+        with atomic_path(path) as tmp:  # a bench killed mid-conversion leaves nothing to be reused
+            convert(deploy, fmt, quantize, tmp, batch_size, size, calibration if quantize == "int8" else None)
     return make_runner(fmt, path, layout), path.stat().st_size
 
 

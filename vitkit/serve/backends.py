@@ -7,7 +7,6 @@ every candidate that is installed and verified for this checkpoint and keeps the
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 
 from vitkit.preprocess import Preprocess
+from vitkit.utils import digest
 
 BACKENDS = ("auto", "torch", "onnx", "tflite")
 FILE_FORMATS = {".onnx": "onnx", ".tflite": "tflite"}
@@ -45,14 +45,6 @@ class ServedModel:
         return (
             f"{self.name} ({self.backend}, version {self.version}, {len(self.class_names)} classes) from {self.source}"
         )
-
-
-def digest(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:12]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

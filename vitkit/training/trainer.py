@@ -22,6 +22,7 @@ from vitkit.inference import evaluate_model, prepare_for_inference
 from vitkit.inference.metrics import ClassificationMeter
 from vitkit.models import create_model, get_model_spec
 from vitkit.preprocess import Preprocess
+from vitkit.progress import progress
 from vitkit.training import distributed
 from vitkit.training.config import TrainConfig, build_config
 from vitkit.training.defaults import resolve_hflip, resolve_preprocess, train_side
@@ -335,8 +336,6 @@ def shard_batches(n: int, batch_size: int, generator: torch.Generator, info: dis
 
 
 def train_one_epoch(run: Run, epoch: int) -> ClassificationMeter:
-    from tqdm import tqdm
-
     cfg, info, device, data = run.cfg, run.info, run.device, run.data.train
     model = run.train_model
     model.train()
@@ -345,13 +344,7 @@ def train_one_epoch(run: Run, epoch: int) -> ClassificationMeter:
     torch.manual_seed(seed_for(cfg.seed, epoch, 1000 + info.rank))  # dropout
     meter = ClassificationMeter(run.model.num_classes, device)
     batches = shard_batches(len(data), cfg.batch_size, order_gen, info)
-    bar = tqdm(
-        batches,
-        desc=f"epoch {epoch + 1}/{cfg.epochs}",
-        unit="batch",
-        leave=False,
-        disable=None if info.is_main else True,
-    )
+    bar = progress(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", enabled=info.is_main)
     for step, idx in enumerate(bar):
         x = run.train_tf(data.images[idx].to(device, non_blocking=True), augment_gen)
         y = data.labels[idx].to(device, non_blocking=True)
