@@ -242,3 +242,42 @@ def test_ema_sgd_channels_last_and_clipping(tmp_path):
     # the saved weights are the moving average, not the raw weights the optimizer steps
     assert not torch.equal(weights["head.weight"], state["model"]["head.weight"])
     assert result.history[-1]["val_top1"] >= 0.7  # 85% measured (seed 0); chance is 10%
+
+
+@pytest.mark.slow
+def test_resume_survives_sigkill_at_random_instants(tmp_path):
+    """SIGKILL at seeded random instants (some before the first checkpoint, some during epochs and
+    checkpoint writes), resuming each time: every resume starts, the folder always holds a loadable last
+    checkpoint once one was written, and the run ends with the weights of an uninterrupted one."""
+    import random
+
+    from vitkit.checkpoint import load_model
+
+    args = ["train", *QUICK, "--model", "vit_cifar", "--epochs", "4", "--seed", "3"]
+    straight = cli(*args, "--output", str(tmp_path / "straight"))
+    assert straight.wait(timeout=300) == 0, straight.stdout.read()
+    out = tmp_path / "killed"
+    rng = random.Random(0)
+    kills = 0
+    for attempt in range(12):
+        resume = (out / "last.state.pt").is_file()
+        proc = cli(*args, "--output", str(out), *(["--resume", str(out)] if resume else ["--overwrite"]))
+        if attempt < 6:
+            try:
+                proc.wait(timeout=rng.uniform(1.0, 7.0))
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                kills += 1
+        if proc.wait(timeout=300) == 0 and attempt >= 6:
+            break
+        if (out / "last.json").is_file():
+            load_model(out / "last.json")  # whatever the instant, the last checkpoint on disk is whole
+    else:
+        pytest.fail("the run never finished")
+    assert kills >= 3
+    a = load_file(tmp_path / "straight" / "last.safetensors")
+    b = load_file(out / "last.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [h["epoch"] for h in json.loads((out / "metrics.json").read_text())] == [1, 2, 3, 4]
+    assert not list(out.glob(".*.tmp"))  # a resume clears what a kill left half-written

@@ -64,6 +64,9 @@ def prepare_output(
     if resume:
         if not (out / "last.state.pt").is_file():
             raise FileNotFoundError(f"Nothing to resume in {out}: no last.state.pt; start without --resume.")
+        if is_main:  # what a killed run left half-written (its complete files were renamed, these never were)
+            for stale in out.glob(".*.tmp"):
+                stale.unlink(missing_ok=True)
         try:
             planned = (yaml.safe_load((out / "config.yaml").read_text()) or {}).get("epochs")
         except (OSError, yaml.YAMLError):
