@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +43,16 @@ def test_bad_options_are_refused_in_the_callers_words(option, capsys, tmp_path):
         assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
+def test_malformed_yaml_is_one_sentence(tmp_path, capsys):
+    """Found by the property test below: a --model-args value that is not YAML was a traceback."""
+    assert main(["train", "--data", "digits", "--model-args", "a: ["]) == EXIT_USER_ERROR
+    assert capsys.readouterr().err.startswith("vitkit train: error: --model-args takes a mapping")
+    recipe = tmp_path / "broken.yaml"
+    recipe.write_text("epochs: [1,\n")
+    assert main(["train", "--recipe", str(recipe)]) == EXIT_USER_ERROR
+    assert "is not valid YAML" in capsys.readouterr().err
+
+
 def test_every_numeric_option_has_a_range_and_the_recipes_pass_it():
     from vitkit.training.config import RECIPE_DIR
 
@@ -59,7 +70,7 @@ OPTION_VALUES = st.one_of(
 TRAIN_OPTIONS = sorted(RANGES) + ["optimizer", "augment", "schedule", "amp", "mean", "std", "hflip", "model_args"]
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=int(os.environ.get("VITKIT_HYPOTHESIS_EXAMPLES", 150)), deadline=None)
 @given(
     command=st.sampled_from(["train", "eval", "predict", "export", "bench"]),
     option=st.sampled_from(TRAIN_OPTIONS + ["top_k", "batch_sizes", "quantize", "seconds", "format"]),

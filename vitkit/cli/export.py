@@ -114,11 +114,12 @@ def _signed(n: int) -> str:
 def run_bench(args: argparse.Namespace) -> int:
     from vitkit.export.bench import bench
 
+    text = ",".join(args.batch_sizes) if isinstance(args.batch_sizes, list) else str(args.batch_sizes)
     try:
-        batch_sizes = tuple(int(b) for b in args.batch_sizes.split(","))
+        batch_sizes = tuple(int(b) for b in text.split(","))
     except ValueError:
         raise ValueError(
-            f"--batch-sizes takes comma-separated integers, e.g. 1,32; got '{args.batch_sizes}'."
+            f"--batch-sizes takes comma-separated integers, e.g. 1,32; got '{text}'."
         ) from None
     report = bench(
         args.source, args.formats, batch_sizes, args.data, args.image_size, args.threads, args.seconds, args.rounds

@@ -28,6 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:
         command.add_parsers(sub)
+    # no prefix matching: `--batch-size` must not quietly mean bench's `--batch-sizes` (or a training option
+    # spelled short land on another one)
+    for p in [parser, *sub.choices.values()]:
+        p.allow_abbrev = False
     return parser
 
 

@@ -154,7 +154,10 @@ def coerce(name: str, value: Any) -> Any:
             raise OptionError(name, f"takes numbers separated by commas, not '{value}'.") from None
     if typing.get_origin(base) is dict:
         if isinstance(value, str):
-            value = yaml.safe_load(value)
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError:
+                raise OptionError(name, f"takes a mapping such as '{{drop_rate: 0.1}}', not '{value}'.") from None
         if not isinstance(value, dict):
             raise OptionError(name, "takes a mapping such as '{drop_rate: 0.1}'.")
         return value
@@ -193,7 +196,10 @@ def recipe_path(recipe: str) -> Path:
 
 def load_recipe(recipe: str) -> dict[str, Any]:
     path = recipe_path(recipe)
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path} is not valid YAML ({str(e).splitlines()[0]}); fix the recipe.") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path} must be a YAML mapping of training options.")
     return data

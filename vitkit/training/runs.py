@@ -104,7 +104,10 @@ def resume_config(folder: str | Path, overrides: dict[str, Any], recipe: str | N
     saved_path = folder / "config.yaml"
     if not saved_path.is_file():
         raise FileNotFoundError(f"{folder} holds no config.yaml; is it a vitkit run folder?")
-    saved = yaml.safe_load(saved_path.read_text()) or {}
+    try:
+        saved = yaml.safe_load(saved_path.read_text()) or {}
+    except yaml.YAMLError:
+        raise ValueError(f"{saved_path} is not valid YAML; the run's configuration cannot be read.") from None
     saved["output"] = str(folder)
     base = build_config(None, saved)
     changed = {}
