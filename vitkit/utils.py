@@ -41,7 +41,7 @@ def _temporary_beside(path: Path) -> Iterator[Path]:
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make shared files unreadable to others
     try:
         yield Path(tmp)
     finally:
@@ -111,12 +111,17 @@ def _restore(saved: list[int]) -> None:
     os.dup2(saved[1], 2)
 
 
-def digest(path: str | os.PathLike) -> str:
-    """The first 12 hex digits of a file's SHA-256: a short, stable version of weights or an exported file."""
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """A file's hex digest, read in 1 MiB blocks."""
     import hashlib
 
-    h = hashlib.sha256()
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-    return h.hexdigest()[:12]
+    return h.hexdigest()
+
+
+def digest(path: str | os.PathLike) -> str:
+    """The first 12 hex digits of a file's SHA-256: a short, stable version of weights or an exported file."""
+    return file_digest(path)[:12]

@@ -5,7 +5,6 @@ Tests run this code on files they generate (``file://`` URLs); nothing here is c
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tarfile
@@ -13,6 +12,8 @@ import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from vitkit.utils import file_digest
 
 
 def cache_dir() -> Path:
@@ -51,14 +52,6 @@ REMOTE = {
 }
 # the folder each archive unpacks to, inside cache_dir()/NAME
 EXTRACTED = {"cifar10": "cifar-10-batches-py", "flowers": "flower_photos"}
-
-
-def file_digest(path: Path, algorithm: str) -> str:
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def download_file(remote: RemoteFile, dest_dir: Path) -> Path:

@@ -72,14 +72,35 @@ def convert(
         convert_onnx(deploy, sample, path, quantize, calib)
 
 
-def make_runner(fmt: str, path: str | Path, layout: str, threads: int | None = None):
+FORMAT_OF_SUFFIX = {suffix: fmt for fmt, suffix in SUFFIX.items()}
+
+
+def make_runner(fmt: str, path: str | Path, layout: str, threads: int | None = None, spin: bool = True):
+    """The file's own runtime; ``spin=False``: ONNX Runtime's idle threads sleep (a server, sharing cores)."""
     if fmt == "tflite":
         from vitkit.export.to_tflite import TFLiteRunner
 
         return TFLiteRunner(path, layout, threads)
     from vitkit.export.to_onnx import OnnxRunner
 
-    return OnnxRunner(path, layout, threads)
+    return OnnxRunner(path, layout, threads, spin=spin)
+
+
+def read_sidecar(path: str | Path) -> tuple[str, dict, str]:
+    """An exported file -> (its format, its sidecar JSON, its input layout); a file without the JSON that
+    vitkit export writes beside it (model, classes, preprocessing) is refused in one sentence."""
+    path = Path(path)
+    side = sidecar_path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No file at {path}; give a run folder, a checkpoint or an exported file.")
+    if not side.is_file():
+        raise FileNotFoundError(
+            f"{path} has no {side.name} beside it (its model, classes and preprocessing); give a file written by "
+            "vitkit export, or the run folder it came from."
+        )
+    fmt = FORMAT_OF_SUFFIX[path.suffix]
+    info = json.loads(side.read_text())
+    return fmt, info, info["io"]["input"].get("layout", DEFAULT_LAYOUT[fmt]).lower()
 
 
 @dataclass

@@ -27,13 +27,14 @@ from vitkit.export.api import (
     convert,
     export_data,
     make_runner,
+    read_sidecar,
     reference_logits,
 )
 from vitkit.export.deploy import DeployModel
 from vitkit.export.verify import compare
-from vitkit.preprocess import Preprocess
 from vitkit.inference.runtime import memory_format, prepare_for_inference
 from vitkit.models import fuse
+from vitkit.preprocess import Preprocess
 from vitkit.utils import atomic_path
 
 TORCH_FORMATS = ("torch", "compile")
@@ -175,24 +176,16 @@ def bench_file(
 ) -> BenchReport:
     """Time an exported .onnx / .tflite file as it is (its sidecar JSON gives the model and input size); a
     TFLite file runs at its own fixed batch size only."""
-    import json
-
-    from vitkit.export.api import sidecar_path
-
     path = Path(path)
-    fmt = "onnx" if path.suffix == ".onnx" else "tflite"
-    side = sidecar_path(path)
-    if not path.is_file() or not side.is_file():
-        raise FileNotFoundError(f"{path} or its {side.name} is missing; bench a file written by vitkit export.")
-    info = json.loads(side.read_text())
+    fmt, info, layout = read_sidecar(path)
     size = Preprocess.from_dict(info["preprocessing"]).input_size
-    layout = info["io"]["input"].get("layout", DEFAULT_LAYOUT[fmt]).lower()
-    runner = make_runner(fmt, path, layout, threads or torch.get_num_threads())
+    threads = threads or torch.get_num_threads()
+    runner = make_runner(fmt, path, layout, threads)
     if runner.batch_size is not None and set(batch_sizes) != {runner.batch_size}:
         log(f"  {path.name} has a fixed batch of {runner.batch_size}; timing that batch size only")
         batch_sizes = (runner.batch_size,)
     pixels = torch.rand(max(batch_sizes), 3, size, size, generator=torch.Generator().manual_seed(0)).numpy() * 255
-    report = BenchReport(str(path), info["model"], size, threads or torch.get_num_threads(), None, _machine())
+    report = BenchReport(str(path), info["model"], size, threads, None, _machine())
     cases = [
         (BenchRow(label(fmt, info.get("quantize", "none")), b, round(path.stat().st_size / 1e6, 3), 0.0, 0.0, 0.0),
          runner, runner.prepare(pixels[:b]))
@@ -218,14 +211,12 @@ def bench(
         raise ValueError("Batch sizes must be 1 or more, e.g. --batch-sizes 1,32.")
     if rounds < 1 or not seconds > 0:
         raise ValueError("--rounds must be 1 or more and --seconds above 0.")
-    if Path(source).suffix in SUFFIX.values():
-        if threads:
-            torch.set_num_threads(threads)
-        return bench_file(source, batch_sizes, threads, seconds, rounds, log)
-    formats = parse_formats(formats)
     if threads:
         torch.set_num_threads(threads)
     threads = torch.get_num_threads()
+    if Path(source).suffix in SUFFIX.values():
+        return bench_file(source, batch_sizes, threads, seconds, rounds, log)
+    formats = parse_formats(formats)
     model, meta = load_source(source, image_size)
     if image_size:
         model.preprocess = dataclasses.replace(model.preprocess, input_size=image_size)

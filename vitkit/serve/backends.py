@@ -16,11 +16,12 @@ from typing import Callable
 import numpy as np
 import torch
 
+from vitkit.export.api import FORMAT_OF_SUFFIX, make_runner, read_sidecar
 from vitkit.preprocess import Preprocess
 from vitkit.utils import digest
 
 BACKENDS = ("auto", "torch", "onnx", "tflite")
-FILE_FORMATS = {".onnx": "onnx", ".tflite": "tflite"}
+FILE_FORMATS = FORMAT_OF_SUFFIX  # .onnx -> onnx, .tflite -> tflite
 
 
 @dataclass
@@ -77,29 +78,13 @@ def file_model(path: str | Path, threads: int | None = None) -> ServedModel:
 
     path = Path(path)
     fmt = FILE_FORMATS[path.suffix]
-    if not path.is_file():
-        raise FileNotFoundError(f"No file at {path}; give a run folder, a checkpoint or an exported file.")
     require("onnxruntime" if fmt == "onnx" else "ai_edge_litert")
-    if fmt == "tflite":
+    if fmt == "tflite" and path.is_file():  # a foreign file's Flex ops are named before its missing sidecar
         from vitkit.export.to_tflite import check_builtin_ops
 
         check_builtin_ops(path)
-    sidecar = path.with_name(path.name + ".json")
-    if not sidecar.is_file():
-        raise FileNotFoundError(
-            f"{path} has no {sidecar.name} beside it (its classes and preprocessing); serve a file written by "
-            "vitkit export, or the run folder it came from."
-        )
-    info = json.loads(sidecar.read_text())
-    layout = info["io"]["input"].get("layout", "NHWC" if fmt == "tflite" else "NCHW").lower()
-    if fmt == "tflite":
-        from vitkit.export.to_tflite import TFLiteRunner
-
-        runner = TFLiteRunner(path, layout, threads)
-    else:
-        from vitkit.export.to_onnx import OnnxRunner
-
-        runner = OnnxRunner(path, layout, threads, spin=False)
+    fmt, info, layout = read_sidecar(path)
+    runner = make_runner(fmt, path, layout, threads, spin=False)
     quantize = info.get("quantize", "none")
     return ServedModel(
         name=info["model"],

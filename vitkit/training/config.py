@@ -12,7 +12,9 @@ from typing import Any
 
 import yaml
 
+from vitkit.data.transforms import AUGMENTATIONS
 from vitkit.errors import OptionError
+from vitkit.preprocess import INTERPOLATIONS, RESIZE_MODES
 
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "recipes"
 
@@ -70,12 +72,12 @@ class TrainConfig:
 
 
 CHOICES = {
-    "augment": ("resize-crop-flip", "keras-vit", "random-resized-crop", "none"),
+    "augment": AUGMENTATIONS,
     "optimizer": ("adam", "adamw", "sgd"),
     "schedule": ("cosine", "constant"),
     "amp": ("auto", "bf16", "fp16", "none"),
-    "interpolation": ("bilinear", "bicubic", "nearest"),
-    "resize_mode": ("shorter", "squash"),
+    "interpolation": INTERPOLATIONS,
+    "resize_mode": RESIZE_MODES,
 }
 # (lowest, highest, lowest included, highest included) for every numeric option; None: no bound
 RANGES = {
@@ -115,7 +117,9 @@ def check_config(cfg: TrainConfig) -> None:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise OptionError(name, f"takes a number, not {value!r}.")
-        ok = (value >= low if low_in else value > low) and (high is None or (value <= high if high_in else value < high))
+        ok = (value >= low if low_in else value > low) and (
+            high is None or (value <= high if high_in else value < high)
+        )
         if not ok or value != value:  # NaN fails every comparison but the last
             raise OptionError(name, f"must be {_range_text(low, high, low_in, high_in)}, not {value}.")
     for name, choices in CHOICES.items():
@@ -129,7 +133,9 @@ def check_config(cfg: TrainConfig) -> None:
     for name in ("mean", "std"):
         value = getattr(cfg, name)
         if value is not None and (len(value) != 3 or (name == "std" and min(value) <= 0)):
-            raise OptionError(name, "takes three numbers (one per RGB channel)" + (", each above 0." if name == "std" else "."))
+            raise OptionError(
+                name, "takes three numbers (one per RGB channel)" + (", each above 0." if name == "std" else ".")
+            )
 
 
 def _field_types() -> dict[str, Any]:
