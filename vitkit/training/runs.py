@@ -20,6 +20,7 @@ from vitkit.training.config import TrainConfig, build_config, coerce
 RUN_FILES = (
     "config.yaml", "best.json", "best.safetensors", "last.json", "last.safetensors", "last.state.pt",
     "metrics.csv", "metrics.json", "*.png", "*.onnx", "*.onnx.json", "*.tflite", "*.tflite.json",
+    ".*.tmp",  # what a run killed mid-write left half-written
 )  # fmt: skip
 # options a resumed run may change: where and how fast it runs, and how long (extending the schedule)
 SAFE_ON_RESUME = ("epochs", "workers", "device", "compile", "output")
