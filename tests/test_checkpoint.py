@@ -84,7 +84,7 @@ def test_version_1_checkpoints_are_read_as_they_evaluated(tmp_path):
     (tmp_path / "best.json").write_text(json.dumps(v1))
     model, meta = load_model(tmp_path)
     assert model.preprocess == Preprocess(**{**PRE.to_dict(), "resize_mode": "squash"})
-    assert meta["data"] == {"spec": "digits", "val_fraction": 0.3, "split_seed": 0}
+    assert meta["data"] == {"spec": "digits", "val_fraction": 0.2, "split_seed": 0}  # what digits held out then
     # the oldest records have no config and no model_args (the preset's own arguments)
     v1 = {k: v for k, v in v1.items() if k not in ("config", "model_args")}
     v1["preprocess"]["input_size"] = 72
@@ -93,6 +93,21 @@ def test_version_1_checkpoints_are_read_as_they_evaluated(tmp_path):
     (tmp_path / "best.safetensors").write_bytes((tmp_path / "unused.safetensors").read_bytes())
     model, meta = load_model(tmp_path)
     assert meta["data"] == {"spec": None, "val_fraction": 0.1, "split_seed": 0} and model.config.image_size == 72
+
+
+def test_version_2_digits_checkpoints_record_the_split_they_validated_on(tmp_path):
+    """Version 2 recorded the configured val_fraction (0.1 by default), but digits always held out 20%; a
+    folder's record was right and stays."""
+    write_run(tmp_path)
+    meta = json.loads((tmp_path / "best.json").read_text())
+    for spec, recorded, read in (("digits", 0.1, 0.2), ("photos/", 0.1, 0.1), ("fashion-mnist", 0.1, 0.1)):
+        v2 = {
+            **meta,
+            "format": "vitkit-checkpoint/2",
+            "data": {"spec": spec, "val_fraction": recorded, "split_seed": 0},
+        }
+        (tmp_path / "best.json").write_text(json.dumps(v2))
+        assert read_meta(tmp_path)["data"]["val_fraction"] == read, spec
 
 
 def test_resume_state_round_trips_with_weights_only(tmp_path):

@@ -26,6 +26,20 @@ def test_digits_is_embedded():
     assert data.train.images.shape[1:] == (3, 8, 8) and data.train.images.dtype == torch.uint8
     assert int(data.train.images.max()) == 255  # 0..16 rescaled to 0..255
     assert set(data.val.labels.tolist()) == set(range(10))
+    assert (len(data.val), data.val_fraction) == (359, 0.2)  # digits' default share
+    half = list_data("digits", val_fraction=0.5)
+    assert abs(len(half.val) - 1797 / 2) <= 10 and half.val_fraction == 0.5  # per-class rounding
+
+
+def test_val_fraction_is_refused_for_data_with_its_own_split(tmp_path, capsys):
+    """Fashion-MNIST keeps its test split; a --val-fraction given for it is an error, before any decoding."""
+    from vitkit.cli.main import main
+
+    make_fashion_mnist(tmp_path / "fm", n_train=40, n_test=20)
+    argv = ["train", "--data", f"fashion-mnist:{tmp_path / 'fm'}", "--output", str(tmp_path / "run")]
+    assert main([*argv, "--val-fraction", "0.3", "--epochs", "1"]) == 2
+    assert "--val-fraction does not apply to fashion-mnist" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # refused before any file was written
 
 
 def test_fashion_mnist_idx_files(tmp_path):
@@ -217,7 +231,9 @@ def test_training_flips_half_the_images(augment):
     out = BatchTransform(Preprocess(8), augment=augment)(asymmetric_batch(4000), torch.Generator().manual_seed(0))
     assert abs(flipped_fraction(out) - 0.5) < 5 * 0.5 / 4000**0.5
     # --hflip false: no image mirrored, and every other random choice the same as with flips
-    kept = BatchTransform(Preprocess(8), augment=augment, hflip=False)(asymmetric_batch(4000), torch.Generator().manual_seed(0))
+    kept = BatchTransform(Preprocess(8), augment=augment, hflip=False)(
+        asymmetric_batch(4000), torch.Generator().manual_seed(0)
+    )
     assert flipped_fraction(kept) == 0.0
 
 

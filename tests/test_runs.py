@@ -82,6 +82,22 @@ def test_resume_alone_continues_with_the_runs_own_configuration(finished, tmp_pa
     assert [h["epoch"] for h in history] == [1, 2]
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["epochs"] == 2 and config["data"] == "digits" and config["image_size"] == 32
+    assert config["val_fraction"] == 0.2  # the share digits held out, recorded rather than left to a default
+
+
+def test_a_run_from_before_val_fraction_resumes_on_the_split_it_trained_on(finished, tmp_path):
+    """Runs written before digits honoured --val-fraction say 0.1 in config.yaml and held out 20%; resume
+    follows the checkpoint's record (upgraded), not config.yaml."""
+    import shutil
+
+    run = tmp_path / "old"
+    shutil.copytree(finished, run)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    (run / "config.yaml").write_text(yaml.safe_dump({**config, "val_fraction": 0.1}))
+    meta = json.loads((run / "last.json").read_text())
+    old = {**meta, "format": "vitkit-checkpoint/2", "data": {**meta["data"], "val_fraction": 0.1}}
+    (run / "last.json").write_text(json.dumps(old))
+    assert resume_config(run, {}).val_fraction == 0.2
 
 
 def test_eval_scores_a_held_out_folder_whole_and_matches_classes_by_name(tmp_path):
@@ -98,17 +114,17 @@ def test_eval_scores_a_held_out_folder_whole_and_matches_classes_by_name(tmp_pat
         (test / name).mkdir(parents=True)
         for j in range(7):
             (test / name / f"{j}.png").write_bytes(encoded(np.full((40, 40, 3), 30 * k + 20 * j, np.uint8)))
-    result = evaluate(run, data=str(test), plot=False)
+    result = evaluate(run, data=str(test))
     assert result.count == 14  # every image, not the 10% validation split
     assert "every image" in result.data and "2 of the model's 5 classes" in result.data
     assert "absent: bricks, temple, water" in result.data
     assert result.per_class["bricks"] is None and result.per_class["sky"] is not None
     confusion = np.array(result.confusion)
     assert confusion[CLASSES.index("sky")].sum() == 7 and confusion[CLASSES.index("flower")].sum() == 7
-    assert evaluate(run, data=str(test), split="val", plot=False).count < 14
+    assert evaluate(run, data=str(test), split="val").count < 14
 
     (test / "zebra").mkdir()
     (test / "zebra" / "0.png").write_bytes(encoded(np.zeros((40, 40, 3), np.uint8)))
     with pytest.raises(ValueError) as e:
-        evaluate(run, data=str(test), plot=False)
+        evaluate(run, data=str(test))
     assert str(e.value).count("zebra") == 1 and "not trained on" in str(e.value)

@@ -85,11 +85,12 @@ def test_eval_and_predict_commands(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", *QUICK, "--epochs", "1", "--output", str(run)]) == 0
     capsys.readouterr()
-    assert main(["eval", str(run), "--data", "digits", "--json"]) == 0
+    assert main(["eval", str(run), "--json", "--confusion", str(tmp_path / "plots" / "confusion.png")]) == 0
     last_line = capsys.readouterr().out.strip().splitlines()[-1]
     metrics = json.loads(last_line)
     assert 0 <= metrics["top5"] <= 1 and metrics["top1"] <= metrics["top5"] and metrics["count"] == 359
-    assert (run / "confusion_digits.png").is_file()
+    assert (tmp_path / "plots" / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(run.glob("confusion*"))  # nothing written into the run, where it would go stale
 
     images = tmp_path / "images"
     make_image_folder(images, classes=("a", "b"), per_class=2)

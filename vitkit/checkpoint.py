@@ -20,7 +20,8 @@ from torch import nn
 from vitkit.preprocess import Preprocess
 from vitkit.utils import atomic_paths
 
-FORMAT = "vitkit-checkpoint/2"
+FORMAT = "vitkit-checkpoint/3"
+FORMAT_V2 = "vitkit-checkpoint/2"  # digits split 20% whatever val_fraction said; read, never written
 FORMAT_V1 = "vitkit-checkpoint/1"  # before the preprocessing record was complete; read, never written
 
 
@@ -60,7 +61,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:
-    """The checkpoint's JSON, with ``_folder`` (where its weights lie) added; version 1 records are upgraded."""
+    """The checkpoint's JSON, with ``_folder`` (where its weights lie) added; older versions are upgraded."""
     json_path = resolve_checkpoint(path)
     try:
         meta = json.loads(json_path.read_text())
@@ -68,6 +69,8 @@ def read_meta(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{json_path} is not valid JSON ({e}).") from None
     if meta.get("format") == FORMAT_V1:
         meta = _upgrade_v1(meta)
+    if meta.get("format") == FORMAT_V2:
+        meta = _upgrade_v2(meta)
     if meta.get("format") != FORMAT:
         raise ValueError(f"{json_path} is not a vitkit checkpoint (format {meta.get('format')!r}).")
     meta["_folder"] = str(json_path.parent)
@@ -80,10 +83,18 @@ def _upgrade_v1(meta: dict[str, Any]) -> dict[str, Any]:
     config = meta.get("config", {})
     return {
         **meta,
-        "format": FORMAT,
+        "format": FORMAT_V2,
         "preprocess": {**meta["preprocess"], "resize_mode": "squash"},
         "data": {"spec": config.get("data"), "val_fraction": config.get("val_fraction", 0.1), "split_seed": 0},
     }
+
+
+def _upgrade_v2(meta: dict[str, Any]) -> dict[str, Any]:
+    """Version 2 recorded the configured val_fraction, which digits ignored: it always held out 20%."""
+    data = meta["data"]
+    if data.get("spec") == "digits":
+        data = {**data, "val_fraction": 0.2}
+    return {**meta, "format": FORMAT, "data": data}
 
 
 def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:

@@ -24,6 +24,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--batch-size", type=int, help="default: the one training's validation pass used")
     p.add_argument("--device", default="auto")
+    p.add_argument("--confusion", metavar="PNG", help="draw the confusion matrix into this PNG file")
     p.add_argument("--json", action="store_true", help="end with one line of JSON (top1, top5, loss, per_class, ...)")
     p.set_defaults(run=run_eval)
 
@@ -39,7 +40,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def run_eval(args: argparse.Namespace) -> int:
     from vitkit.inference import evaluate
 
-    result = evaluate(args.checkpoint, args.data, args.batch_size, args.device, split=args.split)
+    result = evaluate(
+        args.checkpoint, args.data, args.batch_size, args.device, split=args.split, confusion_png=args.confusion
+    )
     print(result.data)
     print(f"top-1 {result.top1:.2%}   top-5 {result.top5:.2%}   loss {result.loss:.4f}   ({result.count} images)")
     width = max(len(n) for n in result.per_class)

@@ -7,7 +7,8 @@ import dataclasses
 
 
 # options whose None means "chosen from the model and the data" (vitkit.training.defaults), not "off"
-AUTO = {"train_resize", "hflip", "crop_pct", "interpolation", "resize_mode", "mean", "std", "channels_last"}
+AUTO = {"val_fraction", "train_resize", "hflip", "crop_pct", "interpolation", "resize_mode", "mean", "std",
+        "channels_last"}  # fmt: skip
 
 
 def _options_epilog() -> str:
@@ -113,9 +114,7 @@ def run_train(args: argparse.Namespace) -> int:
     except TrainingDiverged as e:
         raise ValueError(f"training diverged: {e}") from None
     except KeyboardInterrupt:
-        raise ValueError(
-            f"interrupted; continue with vitkit train --resume {config.resolved_output()}"
-        ) from None
+        raise ValueError(f"interrupted; continue with vitkit train --resume {config.resolved_output()}") from None
     return 0
 
 

@@ -96,6 +96,7 @@ class DataListing:
     val: Records
     native_side: int
     grayscale: bool
+    val_fraction: float | None = None  # the share held out by a seeded split; None: the data's own split
 
 
 @dataclass
@@ -119,11 +120,21 @@ class DataSplits:
         return text + (f"; {skipped} unreadable files skipped" if skipped else "")
 
 
-def list_data(spec: str, val_fraction: float = 0.1, split_seed: int = 0) -> DataListing:
-    """Resolve a ``--data`` spec to its classes and splits, decoding nothing (folders are only listed)."""
+# the share a seeded split holds out when none is given: scikit-learn's digits have no test split, and 20%
+# holds out about 360 images, so top-1 moves in steps of 0.3%; a folder of photos is usually larger
+DIGITS_VAL_FRACTION = 0.2
+FOLDER_VAL_FRACTION = 0.1
+
+
+def list_data(spec: str, val_fraction: float | None = None, split_seed: int = 0) -> DataListing:
+    """Resolve a ``--data`` spec to its classes and splits, decoding nothing (folders are only listed).
+
+    ``val_fraction`` is the share a seeded split holds out (default 0.2 for digits, 0.1 for a folder); data
+    with its own test or validation split (Fashion-MNIST, CIFAR-10, a folder with train/ and val/) keeps
+    it, and the listing's ``val_fraction`` is then None."""
     kind, _, arg = spec.partition(":")
     if kind == "digits":
-        return _digits(split_seed)
+        return _digits(DIGITS_VAL_FRACTION if val_fraction is None else val_fraction, split_seed)
     if kind == "fashion-mnist":
         return _fashion_mnist(Path(arg) if arg else None)
     if kind == "cifar10":
@@ -194,12 +205,12 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tupl
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
 
 
-def _digits(split_seed: int) -> DataListing:
+def _digits(val_fraction: float, split_seed: int) -> DataListing:
     from sklearn.datasets import load_digits
 
     digits = load_digits()  # 1,797 8x8 images with values 0..16, shipped inside scikit-learn
     images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
-    train_idx, val_idx = stratified_split(digits.target, 0.2, split_seed)
+    train_idx, val_idx = stratified_split(digits.target, val_fraction, split_seed)
     return DataListing(
         "digits",
         [str(i) for i in range(10)],
@@ -207,6 +218,7 @@ def _digits(split_seed: int) -> DataListing:
         _from_arrays(images[val_idx], digits.target[val_idx]),
         native_side=8,
         grayscale=True,
+        val_fraction=val_fraction,
     )
 
 
@@ -311,7 +323,9 @@ def scan_class_folders(root: Path) -> tuple[list[str], list[str], list[int]]:
     return classes, paths, labels
 
 
-def list_folder(root: Path, val_fraction: float = 0.1, split_seed: int = 0, name: str | None = None) -> DataListing:
+def list_folder(
+    root: Path, val_fraction: float | None = None, split_seed: int = 0, name: str | None = None
+) -> DataListing:
     """A class-per-folder tree, with ``train/`` and ``val/`` (or ``test/``) sub-folders or a seeded split."""
     root = Path(root)
     if not root.exists():
@@ -328,7 +342,9 @@ def list_folder(root: Path, val_fraction: float = 0.1, split_seed: int = 0, name
                 f"{val_dir} has classes that {root}/train lacks ({', '.join(unknown)}); give both the same classes."
             )
         val_labels = [classes.index(val_classes[i]) for i in val_labels]
+        val_fraction = None
     else:
+        val_fraction = FOLDER_VAL_FRACTION if val_fraction is None else val_fraction
         classes, paths, labels = _checked_scan(root)
         train_idx, val_idx = stratified_split(np.array(labels), val_fraction, split_seed)
         train_paths, train_labels = [paths[i] for i in train_idx], [labels[i] for i in train_idx]
@@ -341,6 +357,7 @@ def list_folder(root: Path, val_fraction: float = 0.1, split_seed: int = 0, name
         Records(np.array(val_labels, dtype=np.int64), paths=val_paths),
         native_side=side,
         grayscale=gray_share >= 0.9,
+        val_fraction=val_fraction,
     )
 
 

@@ -133,7 +133,7 @@ def export_data(
     data: str,
     class_names: list[str],
     preprocess: Preprocess,
-    val_fraction: float = 0.1,
+    val_fraction: float | None = None,
     max_val: int = 1000,
     max_calibration: int = 1024,
     seed: int = 0,

@@ -229,7 +229,7 @@ def bench(
             data,
             meta["class_names"],
             model.preprocess,
-            recorded.get("val_fraction", 0.1),
+            recorded.get("val_fraction"),
             max_images,
             max_calibration=1024 if int8 else 0,
             split_seed=recorded.get("split_seed", 0),

@@ -16,6 +16,7 @@ from vitkit.data.sources import ImageSet, eval_set, list_data
 from vitkit.inference.metrics import ClassificationMeter
 from vitkit.inference.runtime import load_for_inference, memory_format, pick_device
 from vitkit.preprocess import normalize
+from vitkit.utils import check_writable
 
 
 @torch.no_grad()
@@ -65,8 +66,8 @@ def evaluate(
     data: str | None = None,
     batch_size: int | None = None,
     device: str = "auto",
-    plot: bool = True,
     split: str = "auto",
+    confusion_png: str | Path | None = None,
 ) -> EvalResult:
     """Top-1, top-5, per-class accuracy and the confusion matrix of a checkpoint.
 
@@ -74,10 +75,13 @@ def evaluate(
     pixels and batches as training's validation pass, so the top-1 is the one the run logged; other data (a
     held-out test folder) is scored whole, every image. ``split`` chooses train, val or all explicitly. Classes
     are matched by name: a test set may hold a subset of the model's classes (those missing are reported), not
-    classes the model does not know.
+    classes the model does not know. ``confusion_png`` names a file to draw the confusion matrix in (written
+    where asked, not into the run folder, where the next training would leave it stale).
     """
     if split not in SPLITS:
         raise ValueError(f"Unknown split '{split}'; choose {', '.join(SPLITS)}.")
+    if confusion_png is not None:
+        check_writable(confusion_png)
     dev = pick_device(device)
     model, meta = load_for_inference(checkpoint, dev)
     recorded = meta["data"]
@@ -115,10 +119,9 @@ def evaluate(
             + skipped
         ),
     )
-    if plot:
+    if confusion_png is not None:
         from vitkit.plots import plot_confusion
 
-        path = Path(meta["_folder"]) / f"confusion_{listing.name.replace('/', '_')}.png"
         title = f"{meta['model']} on {listing.name}: top-1 {meter.top1:.2%}"
-        result.confusion_png = str(plot_confusion(meter.confusion, names, path, title))
+        result.confusion_png = str(plot_confusion(meter.confusion, names, Path(confusion_png), title))
     return result

@@ -110,6 +110,10 @@ def resume_config(folder: str | Path, overrides: dict[str, Any], recipe: str | N
     except yaml.YAMLError:
         raise ValueError(f"{saved_path} is not valid YAML; the run's configuration cannot be read.") from None
     saved["output"] = str(folder)
+    if (folder / "last.json").is_file():  # the split the run trained on (older runs' config.yaml may differ)
+        from vitkit.checkpoint import read_meta
+
+        saved["val_fraction"] = read_meta(folder / "last.json")["data"]["val_fraction"]
     base = build_config(None, saved)
     changed = {}
     for name, value in overrides.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -18,6 +19,7 @@ from torch import nn
 from vitkit.checkpoint import load_state, save_checkpoint
 from vitkit.data.sources import DataSplits, list_data, load_splits
 from vitkit.data.transforms import BatchTransform
+from vitkit.errors import OptionError
 from vitkit.inference import evaluate_model, prepare_for_inference
 from vitkit.inference.metrics import ClassificationMeter
 from vitkit.models import create_model, get_model_spec
@@ -161,6 +163,11 @@ def setup(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device, lo
     torch.manual_seed(cfg.seed)
     spec = get_model_spec(cfg.model)
     listing = list_data(cfg.data, cfg.val_fraction, SPLIT_SEED)
+    if cfg.val_fraction is not None and listing.val_fraction is None:
+        raise OptionError(
+            "val_fraction", f"does not apply to {listing.name}, which has its own validation split; leave it out."
+        )
+    cfg = dataclasses.replace(cfg, val_fraction=listing.val_fraction)  # the share used, as config.yaml records
     preprocess, size_choice = resolve_preprocess(cfg, spec, listing)
     hflip, flip_choice = resolve_hflip(cfg, listing)
     side = train_side(cfg, preprocess)
@@ -327,7 +334,9 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
     raise ValueError(f"Unknown --amp '{amp}'; choose auto, bf16, fp16 or none.")
 
 
-def shard_batches(n: int, batch_size: int, generator: torch.Generator, info: distributed.DistInfo) -> list[torch.Tensor]:
+def shard_batches(
+    n: int, batch_size: int, generator: torch.Generator, info: distributed.DistInfo
+) -> list[torch.Tensor]:
     """Batches of indices for this process: a shared shuffled order, every world_size-th index, in equal shards
     so that every process takes the same number of steps."""
     order = torch.randperm(n, generator=generator)[: n // info.world_size * info.world_size]
