@@ -20,3 +20,17 @@ def randomize_(model: torch.nn.Module, scale: float = 0.02) -> torch.nn.Module:
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.uniform_(-0.2, 0.2)
     return model
+
+
+def as_written_before_v3(weights) -> None:
+    """Rewrite a checkpoint's weights file as vitkit wrote them before format 3: no copy of the JSON in the
+    header, so the JSON file is the only record (as in runs made by older versions)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from vitkit.checkpoint import HEADER_KEY
+
+    tensors = load_file(weights)
+    with safe_open(weights, "pt") as f:
+        header = {k: v for k, v in f.metadata().items() if k != HEADER_KEY}
+    save_file(tensors, weights, metadata={**header, "format": "vitkit-checkpoint/2"})

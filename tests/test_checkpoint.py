@@ -10,19 +10,20 @@ import torch
 import vitkit
 from vitkit.checkpoint import FORMAT, load_model, load_state, read_meta, resolve_checkpoint, save_checkpoint
 from vitkit.preprocess import Preprocess
+from tests.conftest import as_written_before_v3
 
 PRE = Preprocess(48, mean=(0.1, 0.2, 0.3), std=(0.9, 0.8, 0.7), crop_pct=0.875, interpolation="bicubic")
 
 
-def write_run(folder, model=None, preprocess=PRE, state=None, name="best"):
+def write_run(folder, model=None, preprocess=PRE, state=None, name="best", epoch=3):
     model = model or vitkit.create_model("vit_cifar", num_classes=3, image_size=48)
     meta = {
         "model": "vit_cifar",
-        "model_args": {"image_size": 48},
+        "model_args": {"image_size": model.config.image_size},
         "class_names": ["a", "b", "c"],
         "preprocess": preprocess.to_dict(),
         "data": {"spec": "somewhere", "val_fraction": 0.2, "split_seed": 0},
-        "epoch": 3,
+        "epoch": epoch,
     }
     save_checkpoint(folder, name, model.state_dict(), meta, state)
     return model
@@ -45,7 +46,20 @@ def test_the_weights_file_names_its_format_and_model(tmp_path):
 
     write_run(tmp_path / "new" / "run")  # folders that do not exist yet are made
     with safe_open(tmp_path / "new" / "run" / "best.safetensors", "pt") as f:
-        assert f.metadata() == {"format": FORMAT, "model": "vit_cifar"}
+        header = f.metadata()
+    assert (header["format"], header["model"]) == (FORMAT, "vit_cifar")
+    assert json.loads(header["vitkit.checkpoint"]) == json.loads((tmp_path / "new" / "run" / "best.json").read_text())
+
+
+def test_new_weights_beside_the_previous_json_are_described_by_their_own_header(tmp_path):
+    """A kill between the renames of one checkpoint write leaves the new weights with the previous JSON: the
+    weights' header describes them, and wins."""
+    write_run(tmp_path)
+    previous_json = (tmp_path / "best.json").read_text()
+    write_run(tmp_path, model=vitkit.create_model("vit_cifar", num_classes=3, image_size=32), epoch=4)
+    (tmp_path / "best.json").write_text(previous_json)  # as if killed before the JSON's rename
+    model, meta = load_model(tmp_path)
+    assert meta["epoch"] == 4 and model.config.image_size == 32
 
 
 def test_checkpoint_paths_resolve(tmp_path):
@@ -76,6 +90,7 @@ def test_version_1_checkpoints_are_read_as_they_evaluated(tmp_path):
     """Version 1 recorded every preprocessing field but the resize mode, evaluated by squashing, and kept
     the data spec in the training config."""
     write_run(tmp_path)
+    as_written_before_v3(tmp_path / "best.safetensors")
     meta = json.loads((tmp_path / "best.json").read_text())
     preprocess = {k: v for k, v in meta.pop("preprocess").items() if k != "resize_mode"}
     meta.pop("data")
@@ -91,6 +106,7 @@ def test_version_1_checkpoints_are_read_as_they_evaluated(tmp_path):
     (tmp_path / "best.json").write_text(json.dumps(v1))
     write_run(tmp_path, model=vitkit.create_model("vit_cifar", num_classes=3), name="unused")
     (tmp_path / "best.safetensors").write_bytes((tmp_path / "unused.safetensors").read_bytes())
+    as_written_before_v3(tmp_path / "best.safetensors")
     model, meta = load_model(tmp_path)
     assert meta["data"] == {"spec": None, "val_fraction": 0.1, "split_seed": 0} and model.config.image_size == 72
 
@@ -99,6 +115,7 @@ def test_version_2_digits_checkpoints_record_the_split_they_validated_on(tmp_pat
     """Version 2 recorded the configured val_fraction (0.1 by default), but digits always held out 20%; a
     folder's record was right and stays."""
     write_run(tmp_path)
+    as_written_before_v3(tmp_path / "best.safetensors")
     meta = json.loads((tmp_path / "best.json").read_text())
     for spec, recorded, read in (("digits", 0.1, 0.2), ("photos/", 0.1, 0.1), ("fashion-mnist", 0.1, 0.1)):
         v2 = {

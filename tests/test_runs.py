@@ -11,6 +11,7 @@ from vitkit.cli.main import main
 from vitkit.errors import EXIT_USER_ERROR, OptionError
 from vitkit.training import train
 from vitkit.training.runs import resume_config
+from tests.conftest import as_written_before_v3
 
 QUICK = ["--model", "vit_cifar", "--data", "digits", "--image-size", "32", "--batch-size", "64"]
 
@@ -97,6 +98,7 @@ def test_a_run_from_before_val_fraction_resumes_on_the_split_it_trained_on(finis
     meta = json.loads((run / "last.json").read_text())
     old = {**meta, "format": "vitkit-checkpoint/2", "data": {**meta["data"], "val_fraction": 0.1}}
     (run / "last.json").write_text(json.dumps(old))
+    as_written_before_v3(run / "last.safetensors")
     assert resume_config(run, {}).val_fraction == 0.2
 
 

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,6 +20,7 @@ from vitkit.training import TrainingDiverged, build_config
 from vitkit.training.config import RECIPE_DIR
 
 # 32px digits: fast enough for several runs per test session
+ROOT = str(Path(__file__).resolve().parent.parent)
 QUICK = ["--data", "digits", "--image-size", "32", "--batch-size", "64", "--augment", "none", "--crop-pct", "1.0"]
 
 
@@ -246,39 +248,50 @@ def test_ema_sgd_channels_last_and_clipping(tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_survives_sigkill_at_random_instants(tmp_path):
-    """SIGKILL at seeded random instants (some before the first checkpoint, some during epochs and
-    checkpoint writes), resuming each time: every resume starts, the folder always holds a loadable last
-    checkpoint once one was written, and the run ends with the weights of an uninterrupted one."""
+def test_resume_survives_sigkill_at_random_instants_and_inside_writes(tmp_path):
+    """SIGKILL at seeded random instants: after a random time, halfway through a random file write (weights,
+    resume state, JSON, metrics), and just before or just after a random rename (between the three renames
+    of a checkpoint too; tests/kill_in_writes.py steers these), resuming each time. Every resume starts, the
+    last checkpoint on disk always loads, and the run ends with the weights of an uninterrupted one."""
     import random
 
     from vitkit.checkpoint import load_model
 
-    args = ["train", *QUICK, "--model", "vit_cifar", "--epochs", "4", "--seed", "3"]
+    args = ["train", *QUICK, "--model", "vit_cifar", "--epochs", "6", "--seed", "3"]
     straight = cli(*args, "--output", str(tmp_path / "straight"))
     assert straight.wait(timeout=300) == 0, straight.stdout.read()
     out = tmp_path / "killed"
     rng = random.Random(0)
-    kills = 0
-    for attempt in range(12):
+    kills = {"time": 0, "inside": 0, "before": 0, "after": 0}
+    for attempt in range(16):
         resume = (out / "last.state.pt").is_file()
-        proc = cli(*args, "--output", str(out), *(["--resume", str(out)] if resume else ["--overwrite"]))
-        if attempt < 6:
+        command = [*args, "--output", str(out), *(["--resume", str(out)] if resume else ["--overwrite"])]
+        how = rng.choice(list(kills)) if attempt < 12 else None
+        if how in (None, "time"):
+            proc = cli(*command)
+        else:  # inside the Nth write (7 an epoch) or at the Nth rename (10 an epoch) of this process
+            n = rng.randint(1, 7 if how == "inside" else 10)
+            proc = subprocess.Popen([sys.executable, "-m", "tests.kill_in_writes", how, str(n),
+                                     *command], env={**os.environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": ROOT},
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        if how == "time":
             try:
-                proc.wait(timeout=rng.uniform(1.0, 7.0))
+                proc.wait(timeout=rng.uniform(1.0, 6.0))
             except subprocess.TimeoutExpired:
                 proc.send_signal(signal.SIGKILL)
-                proc.wait()
-                kills += 1
-        if proc.wait(timeout=300) == 0 and attempt >= 6:
+        code = proc.wait(timeout=300)
+        if code != -signal.SIGKILL:
+            assert code == 0, proc.stdout.read()  # not killed: it ran to the end
             break
+        kills[how] += 1
         if (out / "last.json").is_file():
             load_model(out / "last.json")  # whatever the instant, the last checkpoint on disk is whole
     else:
         pytest.fail("the run never finished")
-    assert kills >= 3
+    assert all(kills.values()) and sum(kills.values()) >= 6, kills  # seed 0: 7 kills, each kind at least once
     a = load_file(tmp_path / "straight" / "last.safetensors")
     b = load_file(out / "last.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert [h["epoch"] for h in json.loads((out / "metrics.json").read_text())] == [1, 2, 3, 4]
+    assert [h["epoch"] for h in json.loads((out / "metrics.json").read_text())] == [1, 2, 3, 4, 5, 6]
+    assert json.loads((out / "last.json").read_text())["epoch"] == 6
     assert not list(out.glob(".*.tmp"))  # a resume clears what a kill left half-written

@@ -6,6 +6,10 @@ that evaluation needs without the training code: the model and its arguments, th
 preprocessing exactly as training used it, the data and split it was validated on, and the metrics.
 ``last.state.pt`` holds the optimizer, schedule, EMA and history for ``--resume`` (tensors and plain values
 only, so it loads with ``weights_only=True``).
+
+The weights file carries a copy of its JSON in its safetensors header. Three files cannot be renamed in one
+step: a kill between two renames would leave new weights beside the previous JSON, so ``read_meta`` checks
+the JSON against the copy and takes the copy, which always describes the weights it travels with.
 """
 
 from __future__ import annotations
@@ -23,25 +27,29 @@ from vitkit.utils import atomic_paths
 FORMAT = "vitkit-checkpoint/3"
 FORMAT_V2 = "vitkit-checkpoint/2"  # digits split 20% whatever val_fraction said; read, never written
 FORMAT_V1 = "vitkit-checkpoint/1"  # before the preprocessing record was complete; read, never written
+HEADER_KEY = "vitkit.checkpoint"  # the safetensors metadata entry holding the checkpoint's JSON
 
 
 def save_checkpoint(
     folder: Path, name: str, weights: dict[str, torch.Tensor], meta: dict[str, Any], state: dict | None = None
 ) -> Path:
     """Write NAME.safetensors, NAME.state.pt (with ``state``) and NAME.json together: all three are written to
-    temporary files first and renamed only when every one is complete, the JSON last. A full disk or a kill
-    at any moment leaves the previous checkpoint whole, its JSON describing its own weights."""
+    temporary files first and renamed only when every one is complete, the JSON last. A full disk leaves the
+    previous checkpoint whole; a kill between two renames leaves files that are each whole, the weights
+    describing themselves (``read_meta``)."""
     from safetensors.torch import save
 
     folder.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
     names = [f"{name}.safetensors"] + ([f"{name}.state.pt"] if state is not None else []) + [f"{name}.json"]
+    record = json.dumps({"format": FORMAT, **meta, "weights": f"{name}.safetensors"}, indent=2)
+    header = {"format": FORMAT, "model": meta["model"], HEADER_KEY: record}
     with atomic_paths(*(folder / n for n in names)) as temps:
         # bytes written by Python, so a full disk is an OSError with its errno (safetensors' own writer wraps it)
-        temps[0].write_bytes(save(weights, metadata={"format": FORMAT, "model": meta["model"]}))
+        temps[0].write_bytes(save(weights, metadata=header))
         if state is not None:
             torch.save(state, temps[1])
-        temps[-1].write_text(json.dumps({"format": FORMAT, **meta, "weights": f"{name}.safetensors"}, indent=2))
+        temps[-1].write_text(record)
     return folder / f"{name}.json"
 
 
@@ -67,6 +75,8 @@ def read_meta(path: str | Path) -> dict[str, Any]:
         meta = json.loads(json_path.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{json_path} is not valid JSON ({e}).") from None
+    if isinstance(meta.get("weights"), str):
+        meta = _weights_own_record(json_path.parent / meta["weights"]) or meta
     if meta.get("format") == FORMAT_V1:
         meta = _upgrade_v1(meta)
     if meta.get("format") == FORMAT_V2:
@@ -75,6 +85,18 @@ def read_meta(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{json_path} is not a vitkit checkpoint (format {meta.get('format')!r}).")
     meta["_folder"] = str(json_path.parent)
     return meta
+
+
+def _weights_own_record(weights: Path) -> dict[str, Any] | None:
+    """The JSON a weights file carries in its header (None for files written before it did, or unreadable)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(weights, "pt") as f:
+            record = (f.metadata() or {}).get(HEADER_KEY)
+        return json.loads(record) if record else None
+    except (OSError, ValueError, RuntimeError):  # a missing or damaged file: loading the weights will say so
+        return None
 
 
 def _upgrade_v1(meta: dict[str, Any]) -> dict[str, Any]:
