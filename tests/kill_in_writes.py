@@ -3,7 +3,8 @@ ARGS...``, where WHERE is
 
 - ``inside``: halfway through writing the Nth temporary file (its first half on disk, then the kill);
 - ``before``: when the Nth rename is due (every temporary file of that write complete, none renamed);
-- ``after``: just after the Nth rename (of a checkpoint's three files, some renamed and some not).
+- ``after``: just after the Nth rename;
+- ``between``: just after the Nth rename of a weights file, before its state and JSON are renamed.
 
 Every vitkit write goes through ``vitkit.utils`` (a temporary file beside the target, then ``os.replace``), so
 counting those two steps steers a kill into any write, checkpoints first among them. ``N=0`` kills nothing and
@@ -23,7 +24,7 @@ import torch
 
 
 def arm(where: str, n: int) -> None:
-    counts = {"inside": 0, "rename": 0}
+    counts = {"inside": 0, "rename": 0, "weights": 0}
     real_replace, real_write_bytes, real_write_text = os.replace, Path.write_bytes, Path.write_text
 
     def die() -> None:
@@ -35,7 +36,8 @@ def arm(where: str, n: int) -> None:
         if where == "before" and counts["rename"] == n:
             die()
         real_replace(src, dst, **kwargs)
-        if where == "after" and counts["rename"] == n:
+        counts["weights"] += str(dst).endswith(".safetensors")
+        if (where == "after" and counts["rename"] == n) or (where == "between" and counts["weights"] == n):
             die()
 
     def half_then_die(self: Path, data) -> None:

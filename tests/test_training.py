@@ -250,27 +250,29 @@ def test_ema_sgd_channels_last_and_clipping(tmp_path):
 @pytest.mark.slow
 def test_resume_survives_sigkill_at_random_instants_and_inside_writes(tmp_path):
     """SIGKILL at seeded random instants: after a random time, halfway through a random file write (weights,
-    resume state, JSON, metrics), and just before or just after a random rename (between the three renames
-    of a checkpoint too; tests/kill_in_writes.py steers these), resuming each time. Every resume starts, the
-    last checkpoint on disk always loads, and the run ends with the weights of an uninterrupted one."""
+    resume state, JSON, metrics), just before or just after a random rename, and between the renames of a
+    checkpoint's weights and its JSON (tests/kill_in_writes.py steers these), resuming each time. Every
+    resume starts, each checkpoint on disk is described by its JSON, and the run ends with the weights of an
+    uninterrupted one."""
     import random
 
-    from vitkit.checkpoint import load_model
+    from vitkit.checkpoint import read_meta
 
     args = ["train", *QUICK, "--model", "vit_cifar", "--epochs", "6", "--seed", "3"]
     straight = cli(*args, "--output", str(tmp_path / "straight"))
     assert straight.wait(timeout=300) == 0, straight.stdout.read()
     out = tmp_path / "killed"
     rng = random.Random(0)
-    kills = {"time": 0, "inside": 0, "before": 0, "after": 0}
-    for attempt in range(16):
+    kills = {"time": 0, "inside": 0, "before": 0, "after": 0, "between": 0}
+    order = rng.sample(list(kills), len(kills)) + rng.sample(list(kills), len(kills))  # each kind twice
+    for attempt in range(len(order) + 4):
         resume = (out / "last.state.pt").is_file()
         command = [*args, "--output", str(out), *(["--resume", str(out)] if resume else ["--overwrite"])]
-        how = rng.choice(list(kills)) if attempt < 12 else None
+        how, n = (order[attempt] if attempt < len(order) else None), None
         if how in (None, "time"):
             proc = cli(*command)
-        else:  # inside the Nth write (7 an epoch) or at the Nth rename (10 an epoch) of this process
-            n = rng.randint(1, 7 if how == "inside" else 10)
+        else:  # inside the Nth write (7 an epoch), at the Nth rename (10), after the Nth weights rename (2)
+            n = rng.randint(1, {"inside": 7, "before": 10, "after": 10, "between": 2}[how])
             proc = subprocess.Popen([sys.executable, "-m", "tests.kill_in_writes", how, str(n),
                                      *command], env={**os.environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": ROOT},
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
@@ -284,11 +286,13 @@ def test_resume_survives_sigkill_at_random_instants_and_inside_writes(tmp_path):
             assert code == 0, proc.stdout.read()  # not killed: it ran to the end
             break
         kills[how] += 1
-        if (out / "last.json").is_file():
-            load_model(out / "last.json")  # whatever the instant, the last checkpoint on disk is whole
+        for name in ("last", "best"):  # whatever the instant, each checkpoint on disk is whole, and its JSON
+            if (out / f"{name}.json").is_file():  # describes its weights: evaluating them gives its top-1
+                meta = read_meta(out / f"{name}.json")
+                assert round(vitkit.evaluate(out / f"{name}.json").top1, 5) == meta["metrics"]["val_top1"], (how, n)
     else:
         pytest.fail("the run never finished")
-    assert all(kills.values()) and sum(kills.values()) >= 6, kills  # seed 0: 7 kills, each kind at least once
+    assert all(kills.values()) and sum(kills.values()) >= 6, kills  # each kind at least once
     a = load_file(tmp_path / "straight" / "last.safetensors")
     b = load_file(out / "last.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
