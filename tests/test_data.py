@@ -196,6 +196,23 @@ def test_fetch_unpacks_an_archive(tmp_path):
     assert download.fetch("flowers", tmp_path / "cache", remote=[]) == root  # present: no second download
 
 
+def test_a_fetch_removes_what_a_killed_one_left(tmp_path):
+    """A process killed mid-download leaves a .part file, mid-unpack an .extract- folder: the next fetch
+    (holding the folder's lock, so no other process is writing them) removes both."""
+    folder = tmp_path / "flower_photos"
+    make_image_folder(folder, per_class=2, broken=False)
+    archive = tmp_path / "flower_photos.tgz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname="flower_photos")
+    remote = [download.RemoteFile(archive.as_uri(), sha256=hashlib.sha256(archive.read_bytes()).hexdigest())]
+    cache = tmp_path / "cache" / "flowers"
+    (cache / ".extract-k1ll3d" / "flower_photos").mkdir(parents=True)
+    (cache / ".flower_photos.tgz.k1ll3d.part").write_bytes(b"half an archive")
+    root = download.fetch("flowers", tmp_path / "cache", remote=remote)
+    assert sorted(p.name for p in root.iterdir()) == ["cats", "dogs"]
+    assert sorted(p.name for p in cache.iterdir()) == [".lock", "flower_photos"]
+
+
 def test_download_failure_is_one_sentence(tmp_path):
     missing = download.RemoteFile((tmp_path / "nope.gz").as_uri())
     with pytest.raises(ValueError, match="Could not download"):

@@ -99,3 +99,23 @@ def test_training_output_under_a_file_is_refused_before_decoding(tmp_path, capsy
     code = main(["train", "--data", "digits", "--output", str(blocker / "run")])
     err = capsys.readouterr().err
     assert code == EXIT_USER_ERROR and "is a file, not a folder" in err and "decoded" not in err
+
+
+def test_a_download_onto_a_full_or_read_only_disk_is_one_sentence_and_leaves_nothing(
+    tmp_path, mount, monkeypatch, capsys
+):
+    import hashlib
+    import os
+
+    from vitkit.data import download
+
+    archive = tmp_path / "flower_photos.tgz"
+    archive.write_bytes(os.urandom(400_000))  # incompressible: does not fit a 200k disk
+    remote = [download.RemoteFile(archive.as_uri(), sha256=hashlib.sha256(archive.read_bytes()).hexdigest())]
+    monkeypatch.setitem(download.REMOTE, "flowers", remote)
+    for disk, reason in ((mount("200k"), "No space left on device"), (mount("200k", readonly=True), "Read-only")):
+        assert main(["download", "flowers", "--dir", str(disk)]) == EXIT_USER_ERROR
+        err = capsys.readouterr().err
+        assert reason in err and f"Could not write into {disk}" in err and err.count("\n") == 1, err
+        assert "VITKIT_CACHE" in err  # the way out
+        assert not [p for p in disk.rglob("*") if p.name != ".lock" and p.is_file()]  # no partial file left

@@ -5,11 +5,15 @@ Tests run this code on files they generate (``file://`` URLs); nothing here is c
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import shutil
 import tarfile
 import tempfile
+import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,15 +58,26 @@ REMOTE = {
 EXTRACTED = {"cifar10": "cifar-10-batches-py", "flowers": "flower_photos"}
 
 
+# errors of the local disk, not of the network: the advice differs
+LOCAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR}
+
+
+def _cannot_write(folder: Path, e: OSError) -> ValueError:
+    return ValueError(
+        f"Could not write into {folder} ({e.strerror or e}); free some space or set VITKIT_CACHE to another folder."
+    )
+
+
 def download_file(remote: RemoteFile, dest_dir: Path) -> Path:
     """Download to ``dest_dir`` atomically; a file that fails its checksum is deleted and reported."""
-    dest_dir.mkdir(parents=True, exist_ok=True)
     dest = dest_dir / remote.filename
     if dest.is_file() and _verified(dest, remote):
         return dest
-    fd, tmp_name = tempfile.mkstemp(dir=dest_dir, prefix=f".{remote.filename}.", suffix=".part")
-    tmp = Path(tmp_name)
+    tmp = None
     try:
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=dest_dir, prefix=f".{remote.filename}.", suffix=".part")
+        tmp = Path(tmp_name)
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(remote.url, timeout=60) as response:
             from vitkit.progress import progress
 
@@ -77,11 +92,14 @@ def download_file(remote: RemoteFile, dest_dir: Path) -> Path:
             )
         os.replace(tmp, dest)
     except OSError as e:
+        if not isinstance(e, urllib.error.URLError) and e.errno in LOCAL_ERRNOS:
+            raise _cannot_write(dest_dir, e) from None
         raise ValueError(
             f"Could not download {remote.url} ({e}); check the network or place the file in {dest_dir}."
         ) from None
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
     return dest
 
 
@@ -100,15 +118,46 @@ def fetch(name: str, root: Path | None = None, remote: list[RemoteFile] | None =
     folder = (root or cache_dir()) / name
     if name in EXTRACTED and (folder / EXTRACTED[name]).is_dir():
         return folder / EXTRACTED[name]
-    files = [download_file(r, folder) for r in (remote or REMOTE[name])]
-    if name not in EXTRACTED:
-        return folder
-    staging = Path(tempfile.mkdtemp(dir=folder, prefix=".extract-"))
+    with _only_fetch(folder):
+        if name in EXTRACTED and (folder / EXTRACTED[name]).is_dir():  # another process fetched it meanwhile
+            return folder / EXTRACTED[name]
+        files = [download_file(r, folder) for r in (remote or REMOTE[name])]
+        if name not in EXTRACTED:
+            return folder
+        staging = Path(tempfile.mkdtemp(dir=folder, prefix=".extract-"))
+        try:
+            with tarfile.open(files[0]) as tar:
+                tar.extractall(staging, filter="data")  # "data": no absolute paths, links out, or devices
+            os.replace(staging / EXTRACTED[name], folder / EXTRACTED[name])
+        except OSError as e:
+            raise _cannot_write(folder, e) from None
+        except tarfile.TarError as e:
+            files[0].unlink()
+            raise ValueError(f"{files[0].name} is not a readable archive ({e}); run the command again.") from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        files[0].unlink()  # the archive is no longer needed
+        return folder / EXTRACTED[name]
+
+
+@contextlib.contextmanager
+def _only_fetch(folder: Path) -> Iterator[None]:
+    """Hold ``folder``'s lock while fetching into it: another vitkit fetching the same data set waits, so the
+    temporary files found here were left by a process that was killed, and are removed."""
     try:
-        with tarfile.open(files[0]) as tar:
-            tar.extractall(staging, filter="data")  # "data": no absolute paths, links out, or devices
-        os.replace(staging / EXTRACTED[name], folder / EXTRACTED[name])
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    files[0].unlink()  # the archive is no longer needed
-    return folder / EXTRACTED[name]
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = open(folder / ".lock", "a")
+    except OSError as e:
+        raise _cannot_write(folder, e) from None
+    with lock:
+        try:
+            import fcntl
+        except ImportError:  # Windows: no lock, so leave other processes' temporary files alone
+            yield
+            return
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for stale in folder.glob(".*.part"):
+            stale.unlink(missing_ok=True)
+        for stale in folder.glob(".extract-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        yield
