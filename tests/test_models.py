@@ -62,6 +62,19 @@ def test_batch_elements_are_independent(name):
         ("vit_cifar", 1000, 349_224),
         ("vit_cifar", 10, 349_224 - 990 * 65),  # the head: 64 weights and a bias per class
         ("mobilevit_xxs_keras", 5, 1_305_077),  # trainable; Keras' total adds 2,544 BatchNorm statistics
+        ("mobilevitv2_050", 1000, 1_370_593),  # timm and transformers give the same
+        ("mobilevitv2_075", 1000, 2_866_009),
+        ("mobilevitv2_100", 1000, 4_901_841),
+        ("mobilevitv2_125", 1000, 7_478_089),
+        ("mobilevitv2_150", 1000, 10_594_753),
+        ("mobilevitv2_175", 1000, 14_251_833),
+        ("mobilevitv2_200", 1000, 18_449_329),
+        ("mobilevitv3_xxs", 1000, 1_249_448),  # the paper: 1.2M, 2.5M, 5.8M, 1.4M, 3.0M, 5.1M
+        ("mobilevitv3_xs", 1000, 2_490_360),
+        ("mobilevitv3_s", 1000, 5_763_912),
+        ("mobilevitv3_050", 1000, 1_429_985),
+        ("mobilevitv3_075", 1000, 2_999_641),
+        ("mobilevitv3_100", 1000, 5_139_409),
     ],
 )
 def test_parameter_counts(name, num_classes, expected):
@@ -237,7 +250,9 @@ def test_gradients_match_finite_differences(name):
     x = torch.rand(2, 3, size, size, dtype=torch.float64, requires_grad=True)
     weights = torch.randn(2, 5, dtype=torch.float64)
     (model(x) * weights).sum().backward()
-    direction = torch.randn_like(x)
+    # a random direction plus the gradient's own (scaled to the same length): the derivative along it cannot
+    # be small by chance, and a wrong gradient still shows (its direction is checked against the model)
+    direction = torch.randn_like(x) + x.grad * (x.numel() ** 0.5 / x.grad.norm())
     eps = 1e-6
     with torch.no_grad():
         numeric = ((model(x + eps * direction) - model(x - eps * direction)) * weights).sum() / (2 * eps)

@@ -184,6 +184,7 @@ TIMM_NAMES = {
     "vit_b16": "vit_base_patch16_224",
     "vit_s16": "vit_small_patch16_224",
     "vit_ti16": "vit_tiny_patch16_224",
+    **{f"mobilevitv2_{w}": f"mobilevitv2_{w}" for w in ("050", "075", "100", "125", "150", "175", "200")},
 }
 
 

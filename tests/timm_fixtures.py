@@ -35,6 +35,10 @@ MODELS = {
     "vit_s16": ("vit_small_patch16_224", {}, (2, 3, 224, 224)),
     # at 224 only: timm resizes position embeddings with an antialiased kernel (README, Input sizes)
     "vit_ti16": ("vit_tiny_patch16_224", {}, (2, 3, 224, 224)),
+    **{  # MobileViTv2: every width, odd feature maps (ml-cvnets' resize before the block) at every other one
+        f"mobilevitv2_{w}": (f"mobilevitv2_{w}", {}, (2, 3, 256, 256) if i % 2 == 0 else (1, 3, 200, 232))
+        for i, w in enumerate(("050", "075", "100", "125", "150", "175", "200"))
+    },
 }
 
 

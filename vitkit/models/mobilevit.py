@@ -89,11 +89,11 @@ class MobileViTBlock(nn.Module):
         self.fusion = ConvNormAct(2 * chs, chs, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = x
-        # local representation
-        x = self.local_1x1(self.local_kxk(x))
+        local = self.local_1x1(self.local_kxk(x))
+        return self.fusion(torch.cat((x, self.proj(self.global_representation(local))), dim=1))
 
-        # global representation: pixels at the same position inside their patch attend to each other
+    def global_representation(self, x: torch.Tensor) -> torch.Tensor:
+        """Pixels at the same position inside their patch attend to each other: [B, d, H, W] -> the same."""
         B, C, H, W = x.shape
         p = self.patch_size
         new_h, new_w = math.ceil(H / p) * p, math.ceil(W / p) * p
@@ -107,10 +107,7 @@ class MobileViTBlock(nn.Module):
         x = fold(x, B, C, nh, nw, p, channels_last)  # [BP, N, C] -> [B, C, H, W]
         if resized:
             x = F.interpolate(x, size=(H, W), mode="bilinear", align_corners=False)
-
-        # fusion
-        x = self.proj(x)
-        return self.fusion(torch.cat((shortcut, x), dim=1))
+        return x
 
 
 class ConvClassifier(nn.Module):
@@ -214,6 +211,7 @@ CVNETS_NAMES = [
 class MobileViT(ConvClassifier):
     # the weight layouts ``vitkit.load_weights`` recognises; vitkit's own first
     weight_sources = {"vitkit": [], "timm": TIMM_NAMES, "transformers": TRANSFORMERS_NAMES, "ml-cvnets": CVNETS_NAMES}
+    block = MobileViTBlock  # MobileViTv3 (vitkit.models.mobilevitv3) changes the block and nothing else
 
     def __init__(self, cfg: MobileViTConfig, num_classes: int = 1000, in_chans: int = 3):
         super().__init__()
@@ -229,7 +227,7 @@ class MobileViT(ConvClassifier):
                 InvertedResidual(c2, c2, 1, **mv2),
             ),
             *[  # layer3: 32x32, layer4: 16x16, layer5: 8x8
-                nn.Sequential(InvertedResidual(c_in, c_out, 2, **mv2), MobileViTBlock(c_out, dim, depth, cfg))
+                nn.Sequential(InvertedResidual(c_in, c_out, 2, **mv2), self.block(c_out, dim, depth, cfg))
                 for c_in, c_out, dim, depth in zip((c2, c3, c4), (c3, c4, c5), cfg.dims, cfg.depths)
             ],
         )
@@ -250,13 +248,13 @@ CONFIGS = {
 
 # trained on [0, 1] pixels, no mean/std (matches the reference weights); timm evaluates its ImageNet weights at
 # crop_pct 0.9, bicubic, shorter side first
-_PREPROCESS = Preprocess(input_size=256, crop_pct=0.9, interpolation="bicubic", resize_mode="shorter")
+PREPROCESS = Preprocess(input_size=256, crop_pct=0.9, interpolation="bicubic", resize_mode="shorter")
 
 for _size, _cfg in CONFIGS.items():
     register_model(
         f"mobilevit_{_size}",
         MobileViT,
         _cfg,
-        _PREPROCESS,
+        PREPROCESS,
         f"MobileViT-{_size.upper()} (paper / ml-cvnets architecture)",
     )
