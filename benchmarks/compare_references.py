@@ -2,6 +2,7 @@
 
     PYTHONPATH=. python benchmarks/compare_references.py [--models mobilevit_xxs,vit_b16] [--modes eager,compile]
                                                          [--rounds 5] [--device cpu|cuda] [--dtype fp32|bf16]
+                                                         [--also mobilenetv3_large_100]
 
 Needs timm (hence torchvision: the torch==2.14.1 torchvision==0.29.1 pair, a benchmark-only
 environment) and transformers. For each model it builds timm's and transformers' version with random,
@@ -38,8 +39,10 @@ TIMM = {
     "mobilevit_xxs": "mobilevit_xxs",
     "mobilevit_xs": "mobilevit_xs",
     "mobilevit_s": "mobilevit_s",
+    **{f"mobilevitv2_{w}": f"mobilevitv2_{w}" for w in ("050", "075", "100", "125", "150", "175", "200")},
     "vit_b16": "vit_base_patch16_224",
 }
+# MobileViTv3 has no reference implementation outside its authors' (non-commercial) repository: no timm row
 
 
 class HFLogits(nn.Module):
@@ -68,6 +71,9 @@ def hf_model(name: str) -> nn.Module:
     if name == "vit_b16":
         config = transformers.ViTConfig(layer_norm_eps=1e-6, num_labels=1000)
         return HFLogits(transformers.ViTForImageClassification(config))
+    if name.startswith("mobilevitv2_"):
+        config = transformers.MobileViTV2Config(width_multiplier=int(name[-3:]) / 100, num_labels=1000)
+        return HFLogits(transformers.MobileViTV2ForImageClassification(config))
     sizes = {
         "mobilevit_xxs": dict(
             hidden_sizes=[64, 80, 96], neck_hidden_sizes=[16, 16, 24, 48, 64, 80, 320], expand_ratio=2.0
@@ -80,7 +86,9 @@ def hf_model(name: str) -> nn.Module:
     )
 
 
-def build(name: str, device: torch.device) -> tuple[dict[str, nn.Module], int]:
+def build(name: str, device: torch.device, also: list[str]) -> tuple[dict[str, nn.Module], int]:
+    """``also``: other timm models timed in the same rounds (channels_last) for context, such as
+    mobilenetv3_large_100, the network a phone developer compares with; they share no weights."""
     import timm
 
     timm_model = perturb_(timm.create_model(TIMM[name], pretrained=False)).eval()
@@ -102,6 +110,8 @@ def build(name: str, device: torch.device) -> tuple[dict[str, nn.Module], int]:
         models["timm-cl"] = copy.deepcopy(timm_model).to(memory_format=torch.channels_last)
         models["vitkit-cl"] = copy.deepcopy(ours).to(memory_format=torch.channels_last)
         models["vitkit-fused-cl"] = fuse(ours).to(memory_format=torch.channels_last)
+    for other in also:
+        models[f"{other}-cl"] = timm.create_model(other).eval().to(memory_format=torch.channels_last)
     return {k: m.to(device) for k, m in models.items()}, ours.preprocess.input_size
 
 
@@ -211,6 +221,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--variants", help="comma-separated subset, e.g. timm,vitkit-cl,vitkit-fused-cl (default: all)")
+    parser.add_argument("--also", default="", help="other timm models timed alongside, e.g. mobilenetv3_large_100")
     parser.add_argument("--child-peak", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_peak:
@@ -234,9 +245,11 @@ def main() -> None:
         "results": {},
     }
     for name in args.models.split(","):
-        models, size = build(name, device)
+        also = [m for m in args.also.split(",") if m]
+        models, size = build(name, device, also)
         if args.variants:
-            models = {k: v for k, v in models.items() if k in args.variants.split(",") or k == "timm"}
+            keep = args.variants.split(",") + ["timm"] + [f"{m}-cl" for m in also]
+            models = {k: v for k, v in models.items() if k in keep}
         for mode in args.modes.split(","):
             run = {k: torch.compile(m) for k, m in models.items()} if mode == "compile" else models
             heavy = name == "vit_b16" and device.type == "cpu"

@@ -230,8 +230,16 @@ def export(
     with atomic_path(output) as tmp:
         convert(deploy, format, quantize, tmp, batch_size, size, images.calibration)
         log(f"verifying on {len(images.labels)} validation images ({images.name})")
-        runner = make_runner(format, tmp, layout)
-        check = compare(runner(images.val.numpy()), reference_logits(model, images.val), images.labels, min_agreement)
+        try:
+            runner = make_runner(format, tmp, layout)
+            logits = runner(images.val.numpy())
+        except RuntimeError as e:  # the runtime refuses the file it was given (a kernel's constraint)
+            reason = str(e).strip().splitlines()[0]
+            raise VerificationFailed(
+                f"The exported {format} file does not run in its runtime ({reason}), so it was not kept; "
+                "try another --quantize and report this model and option."
+            ) from None
+        check = compare(logits, reference_logits(model, images.val), images.labels, min_agreement)
         if not check.passed:
             raise VerificationFailed(
                 f"The exported {format} file agrees with PyTorch on only {check.agreement:.1%} of "

@@ -49,11 +49,11 @@ def _full_int8(deploy: DeployModel, sample: torch.Tensor, calibration: torch.Ten
     """Static int8 with litert-torch's PT2E quantizer: per-channel symmetric weights, histogram-calibrated
     activations; the file's input and output are int8 too (scale and zero point in the tensor details)."""
     import litert_torch
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from litert_torch.quantize.pt2e_quantizer import get_symmetric_quantization_config
     from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    quantizer = _fixed_softmax_quantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
     graph = torch.export.export(deploy, (sample,)).module()
     prepared = prepare_pt2e(graph, quantizer)
     batch = sample.shape[0]  # the exported graph is specialised to this batch size
@@ -68,6 +68,34 @@ def _full_int8(deploy: DeployModel, sample: torch.Tensor, calibration: torch.Ten
     return litert_torch.convert(
         _Named(quantized), sample_kwargs={"pixels": sample}, quant_config=config
     ).model_content()
+
+
+def _fixed_softmax_quantizer():
+    """litert-torch's PT2E quantizer, plus TFLite's fixed int8 output (scale 1/256, zero point -128) for every
+    softmax. litert-torch gives it only to ``aten._softmax`` nodes whose input is already annotated;
+    ``torch.export`` writes ``aten.softmax.int``, so MobileViTv2's query softmax (after a split and a
+    reshape) got a calibrated scale, which LiteRT's int8 kernel refuses at load time."""
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer
+    from litert_torch.quantize.pt2e_quantizer_utils import get_fixed_qparams_qspec, get_input_act_qspec
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
+
+    softmax = {torch.ops.aten.softmax.int, torch.ops.aten._softmax.default}
+
+    class Quantizer(PT2EQuantizer):
+        def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            model = super().annotate(model)
+            config = self.global_config
+            for node in model.graph.nodes:
+                done = node.meta.get("quantization_annotation")
+                if node.op == "call_function" and node.target in softmax and not (done and done._annotated):
+                    node.meta["quantization_annotation"] = QuantizationAnnotation(
+                        input_qspec_map={node.args[0]: get_input_act_qspec(config)},
+                        output_qspec=get_fixed_qparams_qspec(config),
+                        _annotated=True,
+                    )
+            return model
+
+    return Quantizer()
 
 
 class _Named(torch.nn.Module):

@@ -90,10 +90,12 @@ class SeparableSelfAttention(nn.Module):
 
 
 def softmax_over_patches(q: torch.Tensor) -> torch.Tensor:
-    """Softmax over dims 1 and 3 together (the N patches) of [B, H/p, p, W/p, p]."""
-    q = q - q.amax((1, 3), keepdim=True)
-    e = q.exp()
-    return e / e.sum((1, 3), keepdim=True)
+    """Softmax over dims 1 and 3 together (the N patches) of [B, H/p, p, W/p, p]. The single-channel query
+    is small, so it is copied into [B, p, p, N] for one softmax over its last dim (what every runtime has as
+    one op; a hand-made max-subtract-exp lost onnxruntime's shape inference), and viewed back."""
+    B, nh, p, nw, _ = q.shape
+    q = q.permute(0, 2, 4, 1, 3).reshape(B, p, p, nh * nw)  # -> [B, p, p, N]
+    return q.softmax(-1).view(B, p, p, nh, nw).permute(0, 3, 1, 4, 2)  # -> [B, H/p, p, W/p, p]
 
 
 class LinearTransformerLayer(nn.Module):
