@@ -257,7 +257,11 @@ def test_bench_reuses_its_conversions_and_times_an_exported_file(run, tmp_path, 
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "name, formats",
-    [("mobilevitv2_050", ("tflite", "onnx")), ("mobilevitv3_xxs", ("tflite",)), ("mobilevitv3_050", ("tflite", "onnx"))],
+    [
+        ("mobilevitv2_050", ("tflite", "onnx")),
+        ("mobilevitv3_xxs", ("tflite",)),
+        ("mobilevitv3_050", ("tflite", "onnx")),
+    ],
 )
 def test_every_mobilevit_family_exports_fully_quantized_with_builtin_ops(name, formats, tmp_path):
     """MobileViTv2's separable attention and v3's fusion (on v1 and on v2), trained briefly on digits at 32 px
