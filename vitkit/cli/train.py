@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 
 
 # options whose None means "chosen from the model and the data" (vitkit.training.defaults), not "off"
@@ -74,6 +75,22 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dir", help="cache folder (default $VITKIT_CACHE or ~/.cache/vitkit)")
     p.set_defaults(run=run_download)
 
+    p = sub.add_parser(
+        "pack",
+        help="pack a folder of images into WebDataset tar shards with an index (--data OUT reads them)",
+        description="Decode every image of FOLDER (class sub-folders, optionally under train/ and val/), shrink "
+        "it to --max-side, re-encode it as JPEG into tar shards (KEY.jpg + KEY.cls, readable by the webdataset "
+        "library) with an index for random access. Unreadable files are listed and skipped. An interrupted "
+        "pack continues where it stopped when run again.",
+    )
+    p.add_argument("folder")
+    p.add_argument("out")
+    p.add_argument("--max-side", type=int, default=512, help="longest side kept, in pixels (default 512)")
+    p.add_argument("--quality", type=int, default=90, help="JPEG quality, 1-100 (default 90)")
+    p.add_argument("--shard-images", type=int, default=1000, help="images per shard (default 1000)")
+    p.add_argument("--workers", type=int, default=0, help="processes encoding images; 0: one per core, up to 8")
+    p.set_defaults(run=run_pack)
+
 
 def parse_overrides(extra: list[str]) -> dict[str, str | bool]:
     """``--weight-decay 0.05 --channels-last --ema-decay=0.999`` -> {weight_decay: "0.05", channels_last: True, ...}."""
@@ -133,6 +150,30 @@ def run_download(args: argparse.Namespace) -> int:
     from vitkit.data.download import fetch
 
     print(fetch(args.name, Path(args.dir) if args.dir else None))
+    return 0
+
+
+def run_pack(args: argparse.Namespace) -> int:
+    from vitkit.data.pack import pack
+    from vitkit.errors import OptionError
+
+    for name, low, high in (
+        ("max_side", 16, 16384),
+        ("quality", 1, 100),
+        ("shard_images", 1, 10**7),
+        ("workers", 0, 256),
+    ):
+        value = getattr(args, name)
+        if not low <= value <= high:
+            raise OptionError(name, f"must be from {low} to {high}, not {value}.")
+    result = pack(args.folder, args.out, args.max_side, args.quality, args.shard_images, args.workers)
+    counts = ", ".join(f"{n} {split}" for split, n in result.counts.items())
+    reused = f", {result.reused_shards} shards kept from the interrupted run" if result.reused_shards else ""
+    print(f"packed {counts} images into {result.folder} in {result.seconds:.1f} s{reused}")
+    if result.skipped:
+        print(f"{len(result.skipped)} unreadable files skipped (listed in {result.folder}/pack.json):", file=sys.stderr)
+        for path, why in result.skipped[:10]:
+            print(f"  {path}: {why}", file=sys.stderr)
     return 0
 
 

@@ -9,7 +9,7 @@ import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -45,6 +45,24 @@ def to_rgb(image) -> "PIL.Image.Image":  # noqa: F821
     return image.convert("RGB")
 
 
+class PackedImage(NamedTuple):
+    """An image stored inside a tar shard of a ``vitkit pack`` folder: its bytes are ``size`` bytes at
+    ``offset`` (the index records both, so no tar header is parsed). Picklable, for decoding workers."""
+
+    shard: str
+    offset: int
+    size: int
+    key: str
+
+    def read(self) -> bytes:
+        with open(self.shard, "rb") as f:
+            f.seek(self.offset)
+            return f.read(self.size)
+
+    def __str__(self) -> str:
+        return f"{self.shard}:{self.key}"
+
+
 class UnreadableImage(ValueError):
     """The bytes are not an image Pillow can decode (truncated, empty, another format, unsupported codec)."""
 
@@ -60,7 +78,7 @@ DRAFT_MARGIN = 2
 
 
 def read_image(
-    source: str | os.PathLike | bytes, min_side: int | None = None, max_pixels: int | None = None
+    source: str | os.PathLike | bytes | PackedImage, min_side: int | None = None, max_pixels: int | None = None
 ) -> np.ndarray:
     """Decode a file or encoded bytes into an [H, W, 3] uint8 RGB array, upright (EXIF orientation applied).
 
@@ -71,6 +89,8 @@ def read_image(
     """
     from PIL import Image, ImageOps
 
+    if isinstance(source, PackedImage):
+        source = source.read()
     stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
     try:
         with warnings.catch_warnings():
@@ -145,7 +165,7 @@ def probe_images(paths: list[str], limit: int = 256) -> tuple[int, float]:
     sides, gray = [], 0
     for path in paths[::step][:limit]:
         try:
-            with Image.open(path) as image:
+            with Image.open(io.BytesIO(path.read()) if isinstance(path, PackedImage) else path) as image:
                 sides.append(min(image.size))
                 gray += image.mode in GRAY_MODES
         except Exception:
@@ -161,7 +181,7 @@ class DecodeReport:
     def __str__(self) -> str:
         if not self.skipped:
             return f"{self.total} images decoded"
-        shown = ", ".join(Path(p).name for p in self.skipped[:3]) + (" ..." if len(self.skipped) > 3 else "")
+        shown = ", ".join(Path(str(p)).name for p in self.skipped[:3]) + (" ..." if len(self.skipped) > 3 else "")
         return (
             f"{self.total - len(self.skipped)} images decoded, {len(self.skipped)} unreadable files skipped ({shown})"
         )

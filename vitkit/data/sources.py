@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from vitkit.data import download
+from vitkit.data.pack import is_pack, read_pack
 from vitkit.data.images import (
     DecodeReport,
     decode_files,
@@ -332,20 +333,16 @@ def list_folder(
         raise FileNotFoundError(f"Data folder {root} does not exist; check the path.")
     if not root.is_dir():
         raise ValueError(f"{root} is a file; give a folder laid out as {root}/<class>/<images>.")
-    val_dir = next((root / d for d in ("val", "validation", "test") if (root / d).is_dir()), None)
-    if (root / "train").is_dir() and val_dir is not None:
-        classes, train_paths, train_labels = _checked_scan(root / "train")
-        val_classes, val_paths, val_labels = scan_class_folders(val_dir)
-        unknown = sorted(set(val_classes) - set(classes))
-        if unknown:
-            raise ValueError(
-                f"{val_dir} has classes that {root}/train lacks ({', '.join(unknown)}); give both the same classes."
-            )
-        val_labels = [classes.index(val_classes[i]) for i in val_labels]
+    if is_pack(root):  # `vitkit pack` output: images inside tar shards, read through the index
+        classes, splits = read_pack(root)
+    else:
+        classes, splits = split_folders(root)
+    if "train" in splits:
+        (train_paths, train_labels), (val_paths, val_labels) = splits["train"], splits["val"]
         val_fraction = None
     else:
         val_fraction = FOLDER_VAL_FRACTION if val_fraction is None else val_fraction
-        classes, paths, labels = _checked_scan(root)
+        paths, labels = splits["all"]
         train_idx, val_idx = stratified_split(np.array(labels), val_fraction, split_seed)
         train_paths, train_labels = [paths[i] for i in train_idx], [labels[i] for i in train_idx]
         val_paths, val_labels = [paths[i] for i in val_idx], [labels[i] for i in val_idx]
@@ -359,6 +356,24 @@ def list_folder(
         grayscale=gray_share >= 0.9,
         val_fraction=val_fraction,
     )
+
+
+def split_folders(root: Path) -> tuple[list[str], dict[str, tuple[list[str], list[int]]]]:
+    """(class names, {split: (files, labels)}) of a class-per-folder tree: ``train`` and ``val`` when it has
+    ``train/`` and ``val/`` (or ``validation/``, ``test/``) sub-folders, else ``all``."""
+    val_dir = next((root / d for d in ("val", "validation", "test") if (root / d).is_dir()), None)
+    if not ((root / "train").is_dir() and val_dir is not None):
+        classes, paths, labels = _checked_scan(root)
+        return classes, {"all": (paths, labels)}
+    classes, train_paths, train_labels = _checked_scan(root / "train")
+    val_classes, val_paths, val_labels = scan_class_folders(val_dir)
+    unknown = sorted(set(val_classes) - set(classes))
+    if unknown:
+        raise ValueError(
+            f"{val_dir} has classes that {root}/train lacks ({', '.join(unknown)}); give both the same classes."
+        )
+    val_labels = [classes.index(val_classes[i]) for i in val_labels]
+    return classes, {"train": (train_paths, train_labels), "val": (val_paths, val_labels)}
 
 
 def _checked_scan(root: Path) -> tuple[list[str], list[str], list[int]]:
