@@ -7,6 +7,7 @@ import subprocess
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -119,3 +120,24 @@ def test_a_download_onto_a_full_or_read_only_disk_is_one_sentence_and_leaves_not
         assert reason in err and f"Could not write into {disk}" in err and err.count("\n") == 1, err
         assert "VITKIT_CACHE" in err  # the way out
         assert not [p for p in disk.rglob("*") if p.name != ".lock" and p.is_file()]  # no partial file left
+
+
+def test_a_pack_onto_a_full_disk_is_one_sentence_and_keeps_only_whole_shards(tmp_path, mount, capsys):
+    import json
+
+    from PIL import Image
+
+    source = tmp_path / "photos"
+    for c in ("a", "b"):
+        (source / c).mkdir(parents=True)
+        for i in range(6):  # noise does not compress: about 40 kB a JPEG
+            noise = np.random.default_rng(i).integers(0, 256, (160, 160, 3), dtype=np.uint8)
+            Image.fromarray(noise).save(source / c / f"{i}.png")
+    disk = mount("150k")
+    code = main(["pack", str(source), str(disk / "out"), "--shard-images", "2", "--workers", "1"])
+    err = capsys.readouterr().err
+    assert code == EXIT_USER_ERROR and "No space left on device" in err and err.count("\n") == 1
+    out = disk / "out"
+    assert not (out / "pack.json").exists() and not list(out.glob(".*.tmp"))
+    shards = sorted(out.glob("*.tar"))
+    assert shards and all(json.loads(s.with_suffix(".json").read_text())["keys"] for s in shards)  # each whole
