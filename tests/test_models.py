@@ -162,7 +162,8 @@ def test_unknown_model_and_option_errors_are_one_sentence():
 
 
 def test_list_models_filter():
-    assert vitkit.list_models("mobilevit*") == ["mobilevit_s", "mobilevit_xs", "mobilevit_xxs", "mobilevit_xxs_keras"]
+    assert vitkit.list_models("mobilevit_*") == ["mobilevit_s", "mobilevit_xs", "mobilevit_xxs", "mobilevit_xxs_keras"]
+    assert vitkit.list_models("mobilevitv3_*") == [f"mobilevitv3_{s}" for s in ("050", "075", "100", "s", "xs", "xxs")]
 
 
 @pytest.mark.parametrize(
