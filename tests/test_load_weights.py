@@ -1,5 +1,7 @@
 """Reading weights files safely and reporting what does not fit, in one sentence."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -117,3 +119,35 @@ def test_the_deploy_wrapper_adds_no_weights():
 
     model = vitkit.create_model("vit_cifar", num_classes=10)
     assert set(DeployModel(model).state_dict()) == {f"model.{k}" for k in model.state_dict()}
+
+
+KERAS = Path(__file__).parent / "data" / "keras_mobilevit_xxs"
+
+
+@pytest.mark.parametrize("name", ["checkpoint.weights.h5", "mobilevit_xxs.keras"])
+def test_the_keras_examples_own_files_give_keras_probabilities(name):
+    """Files written by real Keras 3 from the keras.io example's code (tests/data/keras_mobilevit_xxs/README.md):
+    loaded into mobilevit_xxs_keras, the six photos get Keras' own probabilities."""
+    import numpy as np
+
+    expected = np.load(KERAS / "expected.npz")
+    model = vitkit.create_model("mobilevit_xxs_keras", num_classes=5).eval()
+    assert vitkit.load_weights(model, KERAS / name).source == "keras"
+    x = torch.from_numpy(expected["images_nhwc_uint8"]).permute(0, 3, 1, 2).float() / 255  # the model's Rescaling
+    with torch.no_grad():
+        probabilities = model(x).softmax(-1).numpy()
+    assert expected["probabilities"].max(1).min() > 0.3  # not a flat output, where any loader would pass
+    np.testing.assert_allclose(probabilities, expected["probabilities"], atol=1e-4, rtol=0)
+
+
+def test_keras_files_are_refused_where_they_cannot_go(tmp_path):
+    with pytest.raises(ValueError, match="is a Keras weights file, which loads only into a model built as Keras"):
+        vitkit.load_weights(vitkit.create_model("mobilevit_xxs"), KERAS / "checkpoint.weights.h5")
+    with pytest.raises(ValueError, match=r"is a Keras weights file: load it into its model"):
+        read_state_dict(KERAS / "checkpoint.weights.h5")
+    # 1000 ImageNet-style classes: the 5-class head is skipped and said, as for any other source
+    model = vitkit.create_model("mobilevit_xxs_keras")
+    assert "classifier not loaded" in str(vitkit.load_weights(model, KERAS / "mobilevit_xxs.keras"))
+    (tmp_path / "broken.weights.h5").write_bytes(b"not hdf5 at all")
+    with pytest.raises(ValueError, match="is not a readable Keras weights file"):
+        vitkit.load_weights(vitkit.create_model("mobilevit_xxs_keras", num_classes=5), tmp_path / "broken.weights.h5")

@@ -89,6 +89,9 @@ class KerasMobileViTBlock(nn.Module):
 
 class KerasMobileViT(ConvClassifier):
     weight_sources = {"vitkit": []}  # no other PyTorch library builds this network
+    # modules declared in the order the example's code creates its Keras layers, so the example's own
+    # .weights.h5 / .keras files load layer by layer (vitkit.weights.keras)
+    keras_layout = True
 
     def __init__(self, cfg: KerasMobileViTConfig, num_classes: int = 1000, in_chans: int = 3):
         super().__init__()

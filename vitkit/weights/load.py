@@ -10,6 +10,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
+from vitkit.weights.keras import is_keras_file, keras_state_dict
 from vitkit.weights.rename import IGNORED_KEYS, StateDict, rename_keys
 
 # containers that training scripts wrap state dicts in
@@ -41,6 +42,11 @@ def read_state_dict(path: str | Path) -> StateDict:
         raise FileNotFoundError(f"{path} is a folder without model.safetensors or pytorch_model.bin; pass the file.")
     if not path.is_file():
         raise FileNotFoundError(f"No weights file at {path}; check the path.")
+    if is_keras_file(path):
+        raise ValueError(
+            f"{path} is a Keras weights file: load it into its model with vitkit.load_weights(model, path) "
+            "(mobilevit_xxs_keras for the keras.io MobileViT example)."
+        )
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -88,7 +94,8 @@ def load_weights(
     strict: bool = True,
     bgr_to_rgb: bool = False,
 ) -> LoadResult:
-    """Load weights from vitkit, timm, transformers or ml-cvnets into a vitkit model.
+    """Load weights from vitkit, timm, transformers, ml-cvnets or Keras 3 (``.weights.h5`` / ``.keras``, into
+    a model built as Keras builds it) into a vitkit model.
 
     The format is recognised from the key names. A classifier of another size than the model's (1000
     ImageNet classes into a 5-class model, say) is skipped and left as initialised, for fine-tuning.
@@ -98,12 +105,22 @@ def load_weights(
     on BGR images. Reversing the first conv's input channels makes the model take RGB like every vitkit
     pipeline, at no run-time cost. Off by default so the logits equal the source model's on the same tensor.
     """
-    if not isinstance(weights, Mapping):
-        weights = read_state_dict(weights)
-    state_dict = {k: v for k, v in unwrap_state_dict(weights).items() if not IGNORED_KEYS.search(k)}
     sources = getattr(type(model), "weight_sources", None)  # declared by each model family, beside its code
     if sources is None:
         raise TypeError(f"load_weights takes a vitkit model, got {type(model).__name__}.")
+    keras = not isinstance(weights, Mapping) and is_keras_file(weights)
+    if keras:
+        if not getattr(type(model), "keras_layout", False):
+            raise ValueError(
+                f"{weights} is a Keras weights file, which loads only into a model built as Keras builds it "
+                f"(mobilevit_xxs_keras, for the keras.io MobileViT example), not {model.name}."
+            )
+        weights = keras_state_dict(model, weights)  # under vitkit's names, matched layer by layer
+    elif not isinstance(weights, Mapping):
+        weights = read_state_dict(weights)
+    state_dict = {k: v for k, v in unwrap_state_dict(weights).items() if not IGNORED_KEYS.search(k)}
+    if keras:
+        sources = {"keras": []}
 
     target = model.state_dict()
     target_keys = {k for k in target if not IGNORED_KEYS.search(k)}
