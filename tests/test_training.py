@@ -299,3 +299,19 @@ def test_resume_survives_sigkill_at_random_instants_and_inside_writes(tmp_path):
     assert [h["epoch"] for h in json.loads((out / "metrics.json").read_text())] == [1, 2, 3, 4, 5, 6]
     assert json.loads((out / "last.json").read_text())["epoch"] == 6
     assert not list(out.glob(".*.tmp"))  # a resume clears what a kill left half-written
+
+
+def test_gradient_accumulation_equals_one_larger_batch(tmp_path):
+    """An epoch of batch 16 accumulated 4 times takes the optimizer steps of batch 64, gradient for gradient: the
+    same final weights. vit_cifar has no BatchNorm (whose batch statistics would differ between a batch of 16
+    and one of 64); dropout and augmentation are off; SGD, so no adaptive step amplifies float rounding."""
+    common = dict(model="vit_cifar", data="digits", image_size=32, augment="none", crop_pct=1.0, epochs=1,
+                  optimizer="sgd", lr=0.05, model_args={"depth": 2, "dim": 32, "num_heads": 2, "drop_rate": 0.0,
+                  "attn_drop_rate": 0.0}, seed=5)  # fmt: skip
+    vitkit.train(**common, batch_size=64, output=str(tmp_path / "big"))
+    vitkit.train(**common, batch_size=16, accumulate=4, output=str(tmp_path / "accumulated"))
+    vitkit.train(**common, batch_size=16, output=str(tmp_path / "small"))
+    big, accumulated, small = (load_file(tmp_path / n / "last.safetensors") for n in ("big", "accumulated", "small"))
+    for k in big:
+        torch.testing.assert_close(accumulated[k], big[k], atol=2e-5, rtol=1e-4)
+    assert any(not torch.allclose(small[k], big[k], atol=1e-3) for k in big)  # without accumulation: not the same

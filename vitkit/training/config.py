@@ -42,6 +42,7 @@ class TrainConfig:
     # optimisation
     epochs: int = 5
     batch_size: int = 64
+    accumulate: int = 1  # gradient accumulation: one optimizer step every N batches (batch_size * N per step)
     optimizer: str = "adamw"  # adam | adamw | sgd
     lr: float = 2e-3
     min_lr: float = 0.0
@@ -83,6 +84,7 @@ CHOICES = {
 RANGES = {
     "epochs": (1, 100_000, True, True),
     "batch_size": (1, 65_536, True, True),
+    "accumulate": (1, 4096, True, True),
     "image_size": (16, 4096, True, True),
     "lr": (0, 10, False, True),
     "min_lr": (0, 10, True, True),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -193,7 +194,8 @@ def setup(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device, lo
         model.to(memory_format=torch.channels_last)
 
     optimizer = build_optimizer(model, cfg)
-    scheduler = build_scheduler(optimizer, cfg, math.ceil((len(data.train) // info.world_size) / cfg.batch_size))
+    batches_per_epoch = math.ceil((len(data.train) // info.world_size) / cfg.batch_size)
+    scheduler = build_scheduler(optimizer, cfg, math.ceil(batches_per_epoch / cfg.accumulate))  # optimizer steps
     ema = None
     if cfg.ema_decay:
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -212,7 +214,7 @@ def setup(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device, lo
         atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     log(
         f"training {cfg.model} ({sum(p.numel() for p in model.parameters()):,} params) at {preprocess.input_size}px, "
-        f"batch {cfg.batch_size} x {info.world_size} process(es), {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''} on {device}"
+        f"batch {cfg.batch_size}{f' x {cfg.accumulate} accumulated' if cfg.accumulate > 1 else ''} x {info.world_size} process(es), {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''} on {device}"
         f"{' (channels_last)' if channels_last else ''} -> {out}"
     )
     return Run(
@@ -344,6 +346,17 @@ def shard_batches(
     return list(mine.split(batch_size))
 
 
+def accumulation_groups(batches: list[torch.Tensor], accumulate: int) -> list[tuple[bool, bool, int]]:
+    """For each batch: (first of its group, last of its group, images in its group). Groups are ``accumulate``
+    consecutive batches (the epoch's last group may be shorter); one optimizer step per group."""
+    out = []
+    for start in range(0, len(batches), accumulate):
+        group = batches[start : start + accumulate]
+        size = sum(len(b) for b in group)
+        out += [(i == 0, i == len(group) - 1, size) for i in range(len(group))]
+    return out
+
+
 def train_one_epoch(run: Run, epoch: int) -> ClassificationMeter:
     cfg, info, device, data = run.cfg, run.info, run.device, run.data.train
     model = run.train_model
@@ -353,24 +366,31 @@ def train_one_epoch(run: Run, epoch: int) -> ClassificationMeter:
     torch.manual_seed(seed_for(cfg.seed, epoch, 1000 + info.rank))  # dropout
     meter = ClassificationMeter(run.model.num_classes, device)
     batches = shard_batches(len(data), cfg.batch_size, order_gen, info)
+    groups = accumulation_groups(batches, cfg.accumulate)
     bar = progress(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", enabled=info.is_main)
     for step, idx in enumerate(bar):
+        first, last, group_size = groups[step]
         x = run.train_tf(data.images[idx].to(device, non_blocking=True), augment_gen)
         y = data.labels[idx].to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=run.amp_dtype or torch.float32, enabled=run.amp_dtype is not None):
-            logits = model(x)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-        check_finite(loss, epoch, step, cfg, info)
-        run.optimizer.zero_grad(set_to_none=True)
-        run.scaler.scale(loss).backward()
-        if cfg.clip_grad:
-            run.scaler.unscale_(run.optimizer)
-            nn.utils.clip_grad_norm_(run.model.parameters(), cfg.clip_grad)
-        run.scaler.step(run.optimizer)
-        run.scaler.update()
-        run.scheduler.step()
-        if run.ema is not None:
-            run.ema.update_parameters(run.model)
+        sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
+        with sync:  # DDP averages gradients across processes once per optimizer step, not per batch
+            with torch.autocast(device.type, dtype=run.amp_dtype or torch.float32, enabled=run.amp_dtype is not None):
+                logits = model(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+            check_finite(loss, epoch, step, cfg, info)
+            if first:
+                run.optimizer.zero_grad(set_to_none=True)
+            # each batch's mean loss weighted by its share of the group: the gradient of the group's mean loss
+            run.scaler.scale(loss * (len(idx) / group_size)).backward()
+        if last:
+            if cfg.clip_grad:
+                run.scaler.unscale_(run.optimizer)
+                nn.utils.clip_grad_norm_(run.model.parameters(), cfg.clip_grad)
+            run.scaler.step(run.optimizer)
+            run.scaler.update()
+            run.scheduler.step()
+            if run.ema is not None:
+                run.ema.update_parameters(run.model)
         meter.update(logits.float(), y, loss)
         if step % 10 == 0:
             bar.set_postfix(loss=f"{meter.loss:.4f}", acc=f"{meter.top1:.2%}")
