@@ -58,12 +58,18 @@ def get_model_spec(name: str) -> ModelSpec:
     return _REGISTRY[name]
 
 
-def create_model(name: str, num_classes: int = 1000, **overrides) -> nn.Module:
+def create_model(name: str, num_classes: int | None = None, pretrained: str | None = None, **overrides) -> nn.Module:
     """Build a preset by name, e.g. ``create_model("mobilevit_xxs", num_classes=5, drop_rate=0.1)``.
 
     ``overrides`` replace fields of the preset's config dataclass (``image_size``, dropout rates, ...).
-    The model carries ``model.name``, ``model.config`` and ``model.preprocess``.
+    ``pretrained``: a weights file or a Hugging Face Hub name (``apple/mobilevit-xx-small``,
+    ``timm/mobilevitv2_100.cvnets_in1k``); the weights' classes are the default ``num_classes``, and
+    ``model.class_names`` their names. The model carries ``model.name``, ``model.config`` and
+    ``model.preprocess``.
     """
+    if pretrained is not None:
+        return _create_pretrained(name, num_classes, pretrained, overrides)
+    num_classes = 1000 if num_classes is None else num_classes
     spec = get_model_spec(name)
     if num_classes < 0:
         raise ValueError(f"num_classes must be >= 0 (0 builds a model without classifier), got {num_classes}.")
@@ -75,4 +81,18 @@ def create_model(name: str, num_classes: int = 1000, **overrides) -> nn.Module:
     model = spec.model_cls(config, num_classes=num_classes)
     model.name = name
     model.preprocess = dataclasses.replace(spec.preprocess, input_size=config.image_size)
+    return model
+
+
+def _create_pretrained(name: str, num_classes: int | None, pretrained: str, overrides: dict) -> nn.Module:
+    from vitkit.weights import load_weights
+    from vitkit.weights.hub import check_preset, resolve
+
+    weights = resolve(pretrained)
+    check_preset(name, weights)
+    classes = num_classes if num_classes is not None else (len(weights.class_names) or 1000)
+    model = create_model(name, classes, **overrides)
+    model.load_result = load_weights(model, weights.weights, bgr_to_rgb=weights.bgr)
+    if weights.class_names and len(weights.class_names) == classes:
+        model.class_names = weights.class_names
     return model

@@ -25,7 +25,7 @@ class TrainConfig:
     model: str = "mobilevit_xxs"
     data: str = "digits"
     model_args: dict[str, Any] = field(default_factory=dict)  # preset overrides, e.g. {drop_rate: 0.1}
-    pretrained: str | None = None  # weights file to start from (vitkit, timm, transformers, ml-cvnets)
+    pretrained: str | None = None  # weights to start from: a file, or a hub name (apple/mobilevit-xx-small)
     output: str | None = None  # default: runs/<model>-<data>
     # data pipeline (None: chosen by vitkit.training.defaults, from the model and the data, and printed)
     image_size: int | None = None  # default: fits the data (2x its images' side, 64 at least, the model's at most)
@@ -225,4 +225,9 @@ def build_config(recipe: str | None = None, overrides: dict[str, Any] | None = N
         close = difflib.get_close_matches(unknown[0], valid, n=1)
         hint = f" (did you mean {close[0].replace('_', '-')}?)" if close else ""
         raise ValueError(f"Unknown training option {', '.join(unknown)}{hint}; see `vitkit train --help`.")
+    if values.get("pretrained") and "model" not in values:  # the preset the weights' own config names
+        from vitkit.weights.hub import is_hub_name, resolve
+
+        if is_hub_name(str(values["pretrained"])):
+            values["model"] = resolve(str(values["pretrained"])).preset or TrainConfig.model
     return TrainConfig(**{k: coerce(k, v) for k, v in values.items()})

@@ -186,8 +186,12 @@ def setup(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device, lo
     model.preprocess = preprocess
     if cfg.pretrained:
         from vitkit.weights import load_weights
+        from vitkit.weights.hub import check_preset, resolve
 
-        log(f"  {load_weights(model, cfg.pretrained)} from {cfg.pretrained}")
+        weights = resolve(cfg.pretrained)  # a file, or a hub name (downloaded once, then from the cache)
+        check_preset(cfg.model, weights)
+        result = load_weights(model, weights.weights, bgr_to_rgb=weights.bgr)
+        log(f"  {result} from {cfg.pretrained}{' (BGR weights: the first conv now takes RGB)' if weights.bgr else ''}")
     model.to(device)
     channels_last = cfg.channels_last if cfg.channels_last is not None else model.prefers_channels_last
     if channels_last:
