@@ -1,3 +1,9 @@
+import os
+
+# tests never touch the network: huggingface_hub reads this when first imported (tests/test_hub.py turns it
+# off for its local server)
+os.environ["HF_HUB_OFFLINE"] = "1"
+
 import pytest
 import torch
 

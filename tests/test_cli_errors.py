@@ -67,7 +67,8 @@ OPTION_VALUES = st.one_of(
     st.text(alphabet="abc-,.=%:/0123456789 ", max_size=12),
     st.sampled_from(["", "none", "true", "-1", "0", "1e309", "--", "0x10"]),
 )
-TRAIN_OPTIONS = sorted(RANGES) + ["optimizer", "augment", "schedule", "amp", "mean", "std", "hflip", "model_args"]
+TRAIN_OPTIONS = sorted(RANGES) + ["optimizer", "augment", "schedule", "amp", "mean", "std", "hflip", "model_args",
+                                  "pretrained"]  # fmt: skip
 
 
 @settings(max_examples=int(os.environ.get("VITKIT_HYPOTHESIS_EXAMPLES", 150)), deadline=None)

@@ -49,6 +49,7 @@ def hub(apple_model, tmp_path, monkeypatch):
         },
     }
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # conftest sets it: no network
     with HubServer(repos) as server:
         monkeypatch.setenv("HF_ENDPOINT", server.url)
         server.timm_like = timm_like
