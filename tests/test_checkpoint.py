@@ -60,6 +60,12 @@ def test_new_weights_beside_the_previous_json_are_described_by_their_own_header(
     (tmp_path / "best.json").write_text(previous_json)  # as if killed before the JSON's rename
     model, meta = load_model(tmp_path)
     assert meta["epoch"] == 4 and model.config.image_size == 32
+    # a JSON edited by hand (same save, another data spec) is read as edited
+    write_run(tmp_path, model=vitkit.create_model("vit_cifar", num_classes=3, image_size=32), epoch=5)
+    edited = json.loads((tmp_path / "best.json").read_text())
+    edited["data"]["spec"] = "elsewhere/"
+    (tmp_path / "best.json").write_text(json.dumps(edited))
+    assert read_meta(tmp_path)["data"]["spec"] == "elsewhere/" and read_meta(tmp_path)["epoch"] == 5
 
 
 def test_checkpoint_paths_resolve(tmp_path):

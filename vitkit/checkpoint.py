@@ -8,13 +8,15 @@ preprocessing exactly as training used it, the data and split it was validated o
 only, so it loads with ``weights_only=True``).
 
 The weights file carries a copy of its JSON in its safetensors header. Three files cannot be renamed in one
-step: a kill between two renames would leave new weights beside the previous JSON, so ``read_meta`` checks
-the JSON against the copy and takes the copy, which always describes the weights it travels with.
+step: a kill between two renames would leave new weights beside the previous JSON, so ``read_meta`` compares
+the JSON's ``save_id`` with the copy's and, when they differ (the JSON of an earlier save), takes the copy,
+which always describes the weights it travels with. A JSON edited by hand keeps its save_id and is read.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +44,10 @@ def save_checkpoint(
     folder.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
     names = [f"{name}.safetensors"] + ([f"{name}.state.pt"] if state is not None else []) + [f"{name}.json"]
-    record = json.dumps({"format": FORMAT, **meta, "weights": f"{name}.safetensors"}, indent=2)
+    # save_id ties this JSON to these weights: a hand-edited JSON keeps it, a previous save's JSON does not
+    record = json.dumps(
+        {"format": FORMAT, **meta, "weights": f"{name}.safetensors", "save_id": secrets.token_hex(8)}, indent=2
+    )
     header = {"format": FORMAT, "model": meta["model"], HEADER_KEY: record}
     with atomic_paths(*(folder / n for n in names)) as temps:
         # bytes written by Python, so a full disk is an OSError with its errno (safetensors' own writer wraps it)
@@ -76,7 +81,9 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     except json.JSONDecodeError as e:
         raise ValueError(f"{json_path} is not valid JSON ({e}).") from None
     if isinstance(meta.get("weights"), str):
-        meta = _weights_own_record(json_path.parent / meta["weights"]) or meta
+        own = _weights_own_record(json_path.parent / meta["weights"])
+        if own is not None and own.get("save_id") != meta.get("save_id"):  # the JSON of an earlier save
+            meta = own
     if meta.get("format") == FORMAT_V1:
         meta = _upgrade_v1(meta)
     if meta.get("format") == FORMAT_V2:
