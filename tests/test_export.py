@@ -260,14 +260,14 @@ def test_bench_reuses_its_conversions_and_times_an_exported_file(run, tmp_path, 
     [
         ("mobilevitv2_050", ("tflite", "onnx")),
         ("mobilevitv3_xxs", ("tflite",)),
-        ("mobilevitv3_050", ("tflite", "onnx")),
     ],
 )
 def test_every_mobilevit_family_exports_fully_quantized_with_builtin_ops(name, formats, tmp_path):
-    """MobileViTv2's separable attention and v3's fusion (on v1 and on v2), trained briefly on digits at 32 px
+    """MobileViTv2's separable attention and v3's fusion, trained briefly on digits at 32 px
     (where layer5's 1x1 map also takes the resize path): full-int8 TFLite and int8 ONNX, each verified on the
     validation images, TFLite with builtin ops only. Both found a bug: LiteRT refused v2's int8 softmax, and
-    onnxruntime's shape inference lost a hand-made one. benchmarks/RESULTS.md has every format for each family."""
+    onnxruntime's shape inference lost a hand-made one. benchmarks/RESULTS.md has every format for each family
+    (v3 on v2 too, which adds only a concat and a residual to what these two cover; left out for CI time)."""
     run = tmp_path / "run"
     vitkit.train(model=name, data="digits", image_size=32, epochs=5, output=str(run))
     for fmt in formats:  # v1's ONNX int8 is tested above
