@@ -183,13 +183,18 @@ def test_download_verifies_checksums(tmp_path):
     assert not any((tmp_path / "cache2").iterdir())  # nothing half-written left behind
 
 
-def test_fetch_unpacks_an_archive(tmp_path):
+def flowers_archive(tmp_path) -> list[download.RemoteFile]:
+    """A flower_photos.tgz laid out as tf_flowers' (two classes), as the remote list ``fetch`` takes."""
     folder = tmp_path / "flower_photos"
     make_image_folder(folder, per_class=2, broken=False)
     archive = tmp_path / "flower_photos.tgz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(folder, arcname="flower_photos")
-    remote = [download.RemoteFile(archive.as_uri(), sha256=hashlib.sha256(archive.read_bytes()).hexdigest())]
+    return [download.RemoteFile(archive.as_uri(), sha256=hashlib.sha256(archive.read_bytes()).hexdigest())]
+
+
+def test_fetch_unpacks_an_archive(tmp_path):
+    remote = flowers_archive(tmp_path)
     root = download.fetch("flowers", tmp_path / "cache", remote=remote)
     assert root == tmp_path / "cache" / "flowers" / "flower_photos"
     assert sorted(p.name for p in root.iterdir()) == ["cats", "dogs"]
@@ -199,12 +204,7 @@ def test_fetch_unpacks_an_archive(tmp_path):
 def test_a_fetch_removes_what_a_killed_one_left(tmp_path):
     """A process killed mid-download leaves a .part file, mid-unpack an .extract- folder: the next fetch
     (holding the folder's lock, so no other process is writing them) removes both."""
-    folder = tmp_path / "flower_photos"
-    make_image_folder(folder, per_class=2, broken=False)
-    archive = tmp_path / "flower_photos.tgz"
-    with tarfile.open(archive, "w:gz") as tar:
-        tar.add(folder, arcname="flower_photos")
-    remote = [download.RemoteFile(archive.as_uri(), sha256=hashlib.sha256(archive.read_bytes()).hexdigest())]
+    remote = flowers_archive(tmp_path)
     cache = tmp_path / "cache" / "flowers"
     (cache / ".extract-k1ll3d" / "flower_photos").mkdir(parents=True)
     (cache / ".flower_photos.tgz.k1ll3d.part").write_bytes(b"half an archive")

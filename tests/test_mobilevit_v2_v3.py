@@ -65,30 +65,55 @@ def test_mobilevitv2_training_gradients_match_transformers(channels_last):
         torch.testing.assert_close(ours.grad.contiguous(), expected.grad, atol=1e-5, rtol=1e-3)
 
 
-def to_cvnets_v2_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """vitkit MobileViTv2 (or v3-on-v2) names -> ml-cvnets' (and the MobileViTv3 authors'): layer_N, ConvLayer
-    ``block`` wrappers, numbered local_rep and FFN Sequentials, classifier.1, everything under ``encoder.``
-    as newer ml-cvnets checkpoints store it."""
+def to_cvnets_names(state: dict[str, torch.Tensor], block_rules: list[tuple[str, str]], head: str) -> dict:
+    """vitkit MobileViT names -> ml-cvnets': layer_N, ConvLayer ``block`` wrappers, MV2 convs by their cvnets
+    names, the block's last norm as global_rep.{depth}; ``block_rules`` (regex, replacement) name the rest of
+    the block (local_rep and global_rep) the way the family does, ``head`` the classifier."""
     out = {}
     for key, value in state.items():
         k = re.sub(r"^stages\.(\d)\.", lambda m: f"layer_{int(m[1]) + 1}.", key)
-        k = k.replace("stem.", "conv_1.").replace("head.", "classifier.1.")
+        k = k.replace("stem.", "conv_1.").replace("head.", head).replace("final_conv.", "conv_1x1_exp.")
         k = re.sub(r"\.(expand|depthwise|project)\.", lambda m: f".block.{m[1]}.", k)
         k = k.replace(".expand.", ".exp_1x1.").replace(".depthwise.", ".conv_3x3.").replace(".project.", ".red_1x1.")
-        k = k.replace(".local_kxk.", ".local_rep.0.").replace(".local_1x1.", ".local_rep.1.conv.")
-        k = re.sub(r"\.transformer\.(\d+)\.norm1\.", r".global_rep.\1.pre_norm_attn.0.", k)
-        k = re.sub(r"\.transformer\.(\d+)\.attn\.(qkv|proj)\.", lambda m: f".global_rep.{m[1]}.pre_norm_attn.1."
-                   f"{'qkv_proj' if m[2] == 'qkv' else 'out_proj'}.conv.", k)  # fmt: skip
-        k = re.sub(r"\.transformer\.(\d+)\.norm2\.", r".global_rep.\1.pre_norm_ffn.0.", k)
-        k = re.sub(r"\.transformer\.(\d+)\.mlp\.0\.", r".global_rep.\1.pre_norm_ffn.1.conv.", k)
-        k = re.sub(r"\.transformer\.(\d+)\.mlp\.3\.", r".global_rep.\1.pre_norm_ffn.3.conv.", k)
+        for pattern, replacement in block_rules:
+            k = re.sub(pattern, replacement, k)
         depth = re.match(r"layer_(\d)\.", k)
-        if k.endswith((".norm.weight", ".norm.bias")) and ".global_rep." not in k:  # the block's last GroupNorm
+        if k.endswith((".norm.weight", ".norm.bias")) and ".global_rep." not in k:  # the block's last norm
             k = k.replace(".norm.", f".global_rep.{ {3: 2, 4: 4, 5: 3}[int(depth[1])] }.")
         k = k.replace(".proj.", ".conv_proj.")
         k = re.sub(r"\.(conv|bn)\.", lambda m: ".block.conv." if m[1] == "conv" else ".block.norm.", k)
-        out["encoder." + k] = value
+        out[k] = value
     return out
+
+
+# v2's block (and v3 on v2): numbered local_rep and FFN Sequentials, pre_norm_attn
+CVNETS_V2_BLOCK = [
+    (r"\.local_kxk\.", ".local_rep.0."),
+    (r"\.local_1x1\.", ".local_rep.1.conv."),
+    (r"\.transformer\.(\d+)\.norm1\.", r".global_rep.\1.pre_norm_attn.0."),
+    (r"\.transformer\.(\d+)\.attn\.qkv\.", r".global_rep.\1.pre_norm_attn.1.qkv_proj.conv."),
+    (r"\.transformer\.(\d+)\.attn\.proj\.", r".global_rep.\1.pre_norm_attn.1.out_proj.conv."),
+    (r"\.transformer\.(\d+)\.norm2\.", r".global_rep.\1.pre_norm_ffn.0."),
+    (r"\.transformer\.(\d+)\.mlp\.0\.", r".global_rep.\1.pre_norm_ffn.1.conv."),
+    (r"\.transformer\.(\d+)\.mlp\.3\.", r".global_rep.\1.pre_norm_ffn.3.conv."),
+]
+# v1's block (and v3 on v1, which adds ``fusion``): named local_rep convs, pre_norm_mha, pre_norm_ffn.1/.4
+CVNETS_V1_BLOCK = [
+    (r"\.local_kxk\.", ".local_rep.conv_3x3."),
+    (r"\.local_1x1\.", ".local_rep.conv_1x1.conv."),
+    (r"\.transformer\.(\d+)\.norm1\.", r".global_rep.\1.pre_norm_mha.0."),
+    (r"\.transformer\.(\d+)\.attn\.qkv\.", r".global_rep.\1.pre_norm_mha.1.qkv_proj."),
+    (r"\.transformer\.(\d+)\.attn\.proj\.", r".global_rep.\1.pre_norm_mha.1.out_proj."),
+    (r"\.transformer\.(\d+)\.norm2\.", r".global_rep.\1.pre_norm_ffn.0."),
+    (r"\.transformer\.(\d+)\.mlp\.fc1\.", r".global_rep.\1.pre_norm_ffn.1."),
+    (r"\.transformer\.(\d+)\.mlp\.fc2\.", r".global_rep.\1.pre_norm_ffn.4."),
+]
+
+
+def to_cvnets_v2_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """vitkit MobileViTv2 (or v3-on-v2) names -> ml-cvnets' (and the MobileViTv3 authors'), with
+    classifier.1 and everything under ``encoder.`` as newer ml-cvnets checkpoints store it."""
+    return {"encoder." + k: v for k, v in to_cvnets_names(state, CVNETS_V2_BLOCK, "classifier.1.").items()}
 
 
 @pytest.mark.parametrize("name", ["mobilevitv2_050", "mobilevitv3_050"])
@@ -111,26 +136,7 @@ def test_ml_cvnets_layout_loads(name, tmp_path):
 
 def to_cvnets_v1_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """vitkit MobileViTv3-XXS/XS/S names -> the MobileViTv3 authors' (ml-cvnets v1 layout plus ``fusion``)."""
-    out = {}
-    for key, value in state.items():
-        k = re.sub(r"^stages\.(\d)\.", lambda m: f"layer_{int(m[1]) + 1}.", key)
-        k = k.replace("stem.", "conv_1.").replace("head.", "classifier.fc.").replace("final_conv.", "conv_1x1_exp.")
-        k = re.sub(r"\.(expand|depthwise|project)\.", lambda m: f".block.{m[1]}.", k)
-        k = k.replace(".expand.", ".exp_1x1.").replace(".depthwise.", ".conv_3x3.").replace(".project.", ".red_1x1.")
-        k = k.replace(".local_kxk.", ".local_rep.conv_3x3.").replace(".local_1x1.", ".local_rep.conv_1x1.conv.")
-        k = re.sub(r"\.transformer\.(\d+)\.norm1\.", r".global_rep.\1.pre_norm_mha.0.", k)
-        k = re.sub(r"\.transformer\.(\d+)\.attn\.qkv\.", r".global_rep.\1.pre_norm_mha.1.qkv_proj.", k)
-        k = re.sub(r"\.transformer\.(\d+)\.attn\.proj\.", r".global_rep.\1.pre_norm_mha.1.out_proj.", k)
-        k = re.sub(r"\.transformer\.(\d+)\.norm2\.", r".global_rep.\1.pre_norm_ffn.0.", k)
-        k = re.sub(r"\.transformer\.(\d+)\.mlp\.fc1\.", r".global_rep.\1.pre_norm_ffn.1.", k)
-        k = re.sub(r"\.transformer\.(\d+)\.mlp\.fc2\.", r".global_rep.\1.pre_norm_ffn.4.", k)
-        depth = re.match(r"layer_(\d)\.", k)
-        if k.endswith((".norm.weight", ".norm.bias")) and ".global_rep." not in k:  # the block's last LayerNorm
-            k = k.replace(".norm.", f".global_rep.{ {3: 2, 4: 4, 5: 3}[int(depth[1])] }.")
-        k = k.replace(".proj.", ".conv_proj.")
-        k = re.sub(r"\.(conv|bn)\.", lambda m: ".block.conv." if m[1] == "conv" else ".block.norm.", k)
-        out[k] = value
-    return out
+    return to_cvnets_names(state, CVNETS_V1_BLOCK, "classifier.fc.")
 
 
 def test_mobilevitv3_authors_layout_loads(tmp_path):

@@ -146,9 +146,11 @@ class ConvClassifier(nn.Module):
 # How the reference implementations name MobileViT's weights: (regex, replacement) rules applied in order to
 # every key, turning it into vitkit's module path. vitkit's own names need no rule.
 
-# transformers MobileViTForImageClassification (checkpoints apple/mobilevit-*)
-TRANSFORMERS_NAMES = [
-    (r"^mobilevit\.", ""),
+# The frame v1 and v2 share (stem, stages, MV2 blocks, the block's local convs), as each library names it;
+# vitkit.models.mobilevitv2 adds its own block's names to these
+
+# transformers MobileViTForImageClassification / MobileViTV2ForImageClassification, after the model prefix
+TRANSFORMERS_FRAME_NAMES = [
     (r"\.convolution\.", ".conv."),
     (r"\.normalization\.", ".bn."),
     (r"^conv_stem\.", "stem."),
@@ -161,6 +163,37 @@ TRANSFORMERS_NAMES = [
     (r"\.conv_kxk\.", ".local_kxk."),
     (r"\.conv_1x1\.conv\.", ".local_1x1."),
     (r"\.transformer\.layer\.(\d+)\.", r".transformer.\1."),
+]
+# timm's ByobNet layout: MV2 blocks and the block's local convs
+TIMM_FRAME_NAMES = [
+    (r"\.conv1_1x1\.", ".expand."),
+    (r"\.conv2_kxk\.", ".depthwise."),
+    (r"\.conv3_1x1\.", ".project."),
+    (r"\.conv_kxk\.", ".local_kxk."),
+    (r"\.conv_1x1\.", ".local_1x1."),
+]
+# ml-cvnets: ConvLayer ``block`` wrappers, layer_1 .. layer_5; then the MV2 blocks' convs (after the block's
+# own local_rep rules, which also contain ``conv_3x3`` in v1)
+CVNETS_FRAME_NAMES = [
+    (r"\.block\.", "."),
+    (r"\.norm\.", ".bn."),
+    (r"^conv_1\.", "stem."),
+    (r"^layer_1\.", "stages.0."),
+    (r"^layer_2\.", "stages.1."),
+    (r"^layer_3\.", "stages.2."),
+    (r"^layer_4\.", "stages.3."),
+    (r"^layer_5\.", "stages.4."),
+]
+CVNETS_MV2_NAMES = [
+    (r"\.exp_1x1\.", ".expand."),
+    (r"\.conv_3x3\.", ".depthwise."),
+    (r"\.red_1x1\.", ".project."),
+]
+
+# transformers MobileViTForImageClassification (checkpoints apple/mobilevit-*)
+TRANSFORMERS_NAMES = [
+    (r"^mobilevit\.", ""),
+    *TRANSFORMERS_FRAME_NAMES,
     *TRANSFORMERS_BLOCK_NAMES,
     (r"\.layernorm\.", ".norm."),
     (r"\.conv_projection\.", ".proj."),
@@ -170,11 +203,7 @@ TRANSFORMERS_NAMES = [
 
 # timm mobilevit_xxs / _xs / _s (its ByobNet layout)
 TIMM_NAMES = [
-    (r"\.conv1_1x1\.", ".expand."),
-    (r"\.conv2_kxk\.", ".depthwise."),
-    (r"\.conv3_1x1\.", ".project."),
-    (r"\.conv_kxk\.", ".local_kxk."),
-    (r"\.conv_1x1\.", ".local_1x1."),
+    *TIMM_FRAME_NAMES,
     (r"\.conv_proj\.", ".proj."),
     (r"\.conv_fusion\.", ".fusion."),
     (r"^head\.fc\.", "head."),
@@ -182,19 +211,10 @@ TIMM_NAMES = [
 
 # Apple ml-cvnets checkpoints (layer_1 .. layer_5, ConvLayer ``block`` wrappers, fused qkv_proj)
 CVNETS_NAMES = [
-    (r"\.block\.", "."),
-    (r"\.norm\.", ".bn."),
-    (r"^conv_1\.", "stem."),
-    (r"^layer_1\.", "stages.0."),
-    (r"^layer_2\.", "stages.1."),
-    (r"^layer_3\.", "stages.2."),
-    (r"^layer_4\.", "stages.3."),
-    (r"^layer_5\.", "stages.4."),
+    *CVNETS_FRAME_NAMES,
     (r"\.local_rep\.conv_3x3\.", ".local_kxk."),
     (r"\.local_rep\.conv_1x1\.conv\.", ".local_1x1."),
-    (r"\.exp_1x1\.", ".expand."),
-    (r"\.conv_3x3\.", ".depthwise."),
-    (r"\.red_1x1\.", ".project."),
+    *CVNETS_MV2_NAMES,
     (r"\.global_rep\.(\d+)\.pre_norm_mha\.0\.", r".transformer.\1.norm1."),
     (r"\.global_rep\.(\d+)\.pre_norm_mha\.1\.qkv_proj\.", r".transformer.\1.attn.qkv."),
     (r"\.global_rep\.(\d+)\.pre_norm_mha\.1\.out_proj\.", r".transformer.\1.attn.proj."),

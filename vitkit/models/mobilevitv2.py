@@ -26,7 +26,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from vitkit.models.layers import ConvNormAct, InvertedResidual, make_divisible
-from vitkit.models.mobilevit import ConvClassifier
+from vitkit.models.mobilevit import (
+    CVNETS_FRAME_NAMES,
+    CVNETS_MV2_NAMES,
+    TIMM_FRAME_NAMES,
+    TRANSFORMERS_FRAME_NAMES,
+    ConvClassifier,
+)
 from vitkit.models.registry import register_model
 from vitkit.preprocess import Preprocess
 
@@ -155,18 +161,7 @@ def resize_to_patch_multiple(x: torch.Tensor, p: int) -> torch.Tensor:
 # transformers MobileViTV2ForImageClassification (checkpoints apple/mobilevitv2-*)
 TRANSFORMERS_NAMES = [
     (r"^mobilevitv2\.", ""),
-    (r"\.convolution\.", ".conv."),
-    (r"\.normalization\.", ".bn."),
-    (r"^conv_stem\.", "stem."),
-    (r"^encoder\.layer\.(\d+)\.layer\.(\d+)\.", r"stages.\1.\2."),  # layer1, layer2: MV2 blocks only
-    (r"^encoder\.layer\.(\d+)\.downsampling_layer\.", r"stages.\1.0."),
-    (r"^encoder\.layer\.(\d+)\.", r"stages.\1.1."),  # the MobileViTv2 block of layer3 .. layer5
-    (r"\.expand_1x1\.", ".expand."),
-    (r"\.conv_3x3\.", ".depthwise."),
-    (r"\.reduce_1x1\.", ".project."),
-    (r"\.conv_kxk\.", ".local_kxk."),
-    (r"\.conv_1x1\.conv\.", ".local_1x1."),
-    (r"\.transformer\.layer\.(\d+)\.", r".transformer.\1."),
+    *TRANSFORMERS_FRAME_NAMES,
     (r"\.layernorm_before\.", ".norm1."),
     (r"\.layernorm_after\.", ".norm2."),
     (r"\.attention\.qkv_proj\.conv\.", ".attn.qkv."),
@@ -180,11 +175,7 @@ TRANSFORMERS_NAMES = [
 
 # timm mobilevitv2_* (its ByobNet layout)
 TIMM_NAMES = [
-    (r"\.conv1_1x1\.", ".expand."),
-    (r"\.conv2_kxk\.", ".depthwise."),
-    (r"\.conv3_1x1\.", ".project."),
-    (r"\.conv_kxk\.", ".local_kxk."),
-    (r"\.conv_1x1\.", ".local_1x1."),
+    *TIMM_FRAME_NAMES,
     (r"\.attn\.qkv_proj\.", ".attn.qkv."),
     (r"\.attn\.out_proj\.", ".attn.proj."),
     (r"\.mlp\.fc1\.", ".mlp.0."),
@@ -197,19 +188,10 @@ TIMM_NAMES = [
 # numbered Sequentials; newer checkpoints prefix everything with ``encoder.``)
 CVNETS_NAMES = [
     (r"^encoder\.", ""),
-    (r"\.block\.", "."),
-    (r"\.norm\.", ".bn."),
-    (r"^conv_1\.", "stem."),
-    (r"^layer_1\.", "stages.0."),
-    (r"^layer_2\.", "stages.1."),
-    (r"^layer_3\.", "stages.2."),
-    (r"^layer_4\.", "stages.3."),
-    (r"^layer_5\.", "stages.4."),
+    *CVNETS_FRAME_NAMES,
     (r"\.local_rep\.0\.", ".local_kxk."),
     (r"\.local_rep\.1\.conv\.", ".local_1x1."),
-    (r"\.exp_1x1\.", ".expand."),
-    (r"\.conv_3x3\.", ".depthwise."),
-    (r"\.red_1x1\.", ".project."),
+    *CVNETS_MV2_NAMES,
     (r"\.global_rep\.(\d+)\.pre_norm_attn\.0\.", r".transformer.\1.norm1."),
     (r"\.global_rep\.(\d+)\.pre_norm_attn\.1\.qkv_proj\.conv\.", r".transformer.\1.attn.qkv."),
     (r"\.global_rep\.(\d+)\.pre_norm_attn\.1\.out_proj\.conv\.", r".transformer.\1.attn.proj."),
