@@ -155,17 +155,7 @@ def run_download(args: argparse.Namespace) -> int:
 
 def run_pack(args: argparse.Namespace) -> int:
     from vitkit.data.pack import pack
-    from vitkit.errors import OptionError
 
-    for name, low, high in (
-        ("max_side", 16, 16384),
-        ("quality", 1, 100),
-        ("shard_images", 1, 10**7),
-        ("workers", 0, 256),
-    ):
-        value = getattr(args, name)
-        if not low <= value <= high:
-            raise OptionError(name, f"must be from {low} to {high}, not {value}.")
     result = pack(args.folder, args.out, args.max_side, args.quality, args.shard_images, args.workers)
     counts = ", ".join(f"{n} {split}" for split, n in result.counts.items())
     reused = f", {result.reused_shards} shards kept from the interrupted run" if result.reused_shards else ""

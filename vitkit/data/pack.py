@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vitkit.errors import OptionError
 from vitkit.utils import atomic_paths, atomic_write_text, check_writable
 
 FORMAT = "vitkit-pack/1"
@@ -57,12 +58,10 @@ def pack(
     """Pack the image folder ``source`` into ``out``; an unfinished pack with the same options is continued."""
     from vitkit.data.sources import split_folders
 
-    if not 16 <= max_side <= 16384:
-        raise ValueError(f"max_side must be from 16 to 16384, not {max_side}.")
-    if not 1 <= quality <= 100:
-        raise ValueError(f"quality must be from 1 to 100, not {quality}.")
-    if shard_images < 1:
-        raise ValueError(f"shard_images must be 1 or more, not {shard_images}.")
+    for name, value, low, high in (("max_side", max_side, 16, 16384), ("quality", quality, 1, 100),
+                                   ("shard_images", shard_images, 1, 10**7), ("workers", workers, 0, 256)):  # fmt: skip
+        if not low <= value <= high:  # named as the caller named it: --max-side on the command line
+            raise OptionError(name, f"must be from {low} to {high}, not {value}.")
     source, out = Path(source), Path(out)
     if not source.is_dir():
         raise FileNotFoundError(f"Image folder {source} does not exist; give a folder of class sub-folders.")
@@ -74,7 +73,7 @@ def pack(
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     encode = functools.partial(encode_image, max_side=max_side, quality=quality)
-    counts, skipped, reused = {}, [], 0
+    counts, per_class, skipped, reused = {}, {}, [], 0
     for split, (paths, labels) in splits.items():
         manifests = []
         for k, first in enumerate(range(0, len(paths), shard_images)):
@@ -89,9 +88,9 @@ def pack(
                 reused += 1
             manifests.append(manifest)
             skipped += [tuple(s) for s in manifest["skipped"]]
-        counts[split] = _write_index(out, split, manifests)
-    per_class = {split: np.bincount(np.load(out / f"{split}.index.npz")["label"], minlength=len(classes)).tolist()
-                 for split in splits}  # fmt: skip
+        labels_packed = _write_index(out, split, manifests)
+        counts[split] = len(labels_packed)
+        per_class[split] = np.bincount(labels_packed, minlength=len(classes)).tolist()
     record = {"format": FORMAT, "classes": classes, "splits": {s: {"count": counts[s], "per_class": per_class[s],
               "shards": sorted(p.name for p in out.glob(f"{s}-*.tar"))} for s in splits},
               "options": options, "skipped": [list(s) for s in skipped]}  # fmt: skip
@@ -171,7 +170,8 @@ def _finished_shard(out: Path, name: str, options: dict) -> dict | None:
     return manifest
 
 
-def _write_index(out: Path, split: str, manifests: list[dict]) -> int:
+def _write_index(out: Path, split: str, manifests: list[dict]) -> np.ndarray:
+    """SPLIT.index.npz from the shards' manifests; returns the labels it holds."""
     manifests = manifests or [{"keys": [], "offsets": [], "sizes": [], "labels": []}]  # an empty split
     shard = np.concatenate([np.full(len(m["keys"]), i, dtype=np.int32) for i, m in enumerate(manifests)])
     with atomic_paths(out / f"{split}.index.npz") as (tmp,):
@@ -181,9 +181,10 @@ def _write_index(out: Path, split: str, manifests: list[dict]) -> int:
                 shard=shard,
                 offset=np.concatenate([np.asarray(m["offsets"], dtype=np.int64) for m in manifests]),
                 size=np.concatenate([np.asarray(m["sizes"], dtype=np.int64) for m in manifests]),
-                label=np.concatenate([np.asarray(m["labels"], dtype=np.int64) for m in manifests]),
+                label=(labels := np.concatenate([np.asarray(m["labels"], dtype=np.int64) for m in manifests])),
+                key=np.concatenate([np.asarray(m["keys"], dtype="U9") for m in manifests]),
             )
-    return len(shard)
+    return labels
 
 
 def read_pack(folder: str | Path) -> tuple[list[str], dict[str, tuple[list, np.ndarray]]]:
@@ -199,8 +200,8 @@ def read_pack(folder: str | Path) -> tuple[list[str], dict[str, tuple[list, np.n
         index = np.load(folder / f"{split}.index.npz")
         shards = [str(folder / name) for name in info["shards"]]
         images = [
-            PackedImage(shards[s], int(o), int(n), f"{i}")
-            for i, (s, o, n) in enumerate(zip(index["shard"], index["offset"], index["size"]))
+            PackedImage(shards[s], int(o), int(n), str(k))
+            for s, o, n, k in zip(index["shard"], index["offset"], index["size"], index["key"])
         ]
         splits[split] = (images, index["label"])
     return record["classes"], splits

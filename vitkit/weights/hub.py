@@ -48,23 +48,21 @@ def resolve(spec: str | os.PathLike) -> Pretrained:
     match = HUB_NAME.match(spec)
     repo, revision = match["repo"], match["revision"]
     config = json.loads(_download(repo, "config.json", revision).read_text())
-    weights = None
-    for name in WEIGHT_FILES:
+    weights, not_cached = None, None
+    for name in WEIGHT_FILES:  # the first the repository has (offline: the first the cache has)
         try:
             weights = _download(repo, name, revision, missing_ok=True)
-        except FileNotFoundError:
+        except FileNotFoundError as e:
+            not_cached = not_cached or e
             continue
         if weights is not None:
             break
     if weights is None:
-        raise FileNotFoundError(f"{repo} holds no {' or '.join(WEIGHT_FILES)}; is it a model repository?")
+        raise not_cached or FileNotFoundError(f"{repo} holds no {' or '.join(WEIGHT_FILES)}; is it a model repository?")
     bgr = False
     if config.get("model_type", "").startswith("mobilevit"):  # Apple's weights, as transformers ships them
-        try:
-            processor = json.loads(_download(repo, "preprocessor_config.json", revision, missing_ok=True).read_text())
-            bgr = bool(processor.get("do_flip_channel_order", False))
-        except (FileNotFoundError, AttributeError):
-            bgr = False
+        processor = _download(repo, "preprocessor_config.json", revision, missing_ok=True)
+        bgr = processor is not None and bool(json.loads(processor.read_text()).get("do_flip_channel_order", False))
     return Pretrained(weights, infer_preset(config), class_names(config), bgr, spec)
 
 
