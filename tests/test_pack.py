@@ -40,7 +40,7 @@ def test_pack_writes_shards_the_webdataset_library_reads(photos, tmp_path, capsy
     out = tmp_path / "packed"
     assert main(["pack", str(photos), str(out), "--max-side", "128", "--shard-images", "5", "--workers", "1"]) == 0
     said = capsys.readouterr()
-    assert f"packed 16 all images into {out}" in said.out
+    assert f"packed 16 images into {out}" in said.out
     assert "3 unreadable files skipped" in said.err and "truncated.jpg" in said.err
     record = json.loads((out / "pack.json").read_text())
     assert record["classes"] == ["cats", "dogs", "scenes"] and record["splits"]["all"]["per_class"] == [7, 7, 2]

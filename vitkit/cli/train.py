@@ -157,7 +157,7 @@ def run_pack(args: argparse.Namespace) -> int:
     from vitkit.data.pack import pack
 
     result = pack(args.folder, args.out, args.max_side, args.quality, args.shard_images, args.workers)
-    counts = ", ".join(f"{n} {split}" for split, n in result.counts.items())
+    counts = ", ".join(str(n) if split == "all" else f"{n} {split}" for split, n in result.counts.items())
     reused = f", {result.reused_shards} shards kept from the interrupted run" if result.reused_shards else ""
     print(f"packed {counts} images into {result.folder} in {result.seconds:.1f} s{reused}")
     if result.skipped:
