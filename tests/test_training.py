@@ -307,7 +307,7 @@ def test_gradient_accumulation_equals_one_larger_batch(tmp_path):
     and one of 64); dropout and augmentation are off; SGD, so no adaptive step amplifies float rounding."""
     common = dict(model="vit_cifar", data="digits", image_size=32, augment="none", crop_pct=1.0, epochs=1,
                   optimizer="sgd", lr=0.05, model_args={"depth": 2, "dim": 32, "num_heads": 2, "drop_rate": 0.0,
-                  "attn_drop_rate": 0.0}, seed=5)  # fmt: skip
+                  "mlp_drop_rate": 0.0, "attn_drop_rate": 0.0}, seed=5)  # fmt: skip
     vitkit.train(**common, batch_size=64, output=str(tmp_path / "big"))
     vitkit.train(**common, batch_size=16, accumulate=4, output=str(tmp_path / "accumulated"))
     vitkit.train(**common, batch_size=16, output=str(tmp_path / "small"))

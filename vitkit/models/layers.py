@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vitkit.models.dropout import Dropout, dropout_attention
+
 
 def pad_same(x: torch.Tensor, kernel_size: int, stride: int) -> torch.Tensor:
     """Pad like TensorFlow's ``padding="same"``: the extra pixel of an even split goes after, not before."""
@@ -134,13 +136,13 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * inner_dim, bias=qkv_bias)
         self.attn_drop = attn_drop
         self.proj = nn.Linear(inner_dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
+        self.proj_drop = Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, _ = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim)  # [B, N, 3*H*Dh] -> [B, N, 3, H, Dh]
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x [B, H, N, Dh]
-        x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
+        x = dropout_attention(q, k, v, self.attn_drop if self.training else 0.0)
         x = x.transpose(1, 2).reshape(B, N, self.num_heads * self.head_dim)  # [B, H, N, Dh] -> [B, N, H*Dh]
         return self.proj_drop(self.proj(x))
 
@@ -160,10 +162,10 @@ class Mlp(nn.Module):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden_dim)
         self.act = act_layer()
-        self.drop1 = nn.Dropout(hidden_drop)
+        self.drop1 = Dropout(hidden_drop)
         self.fc2 = nn.Linear(hidden_dim, dim)
         self.out_act = act_layer() if out_act else nn.Identity()
-        self.drop2 = nn.Dropout(out_drop)
+        self.drop2 = Dropout(out_drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.drop1(self.act(self.fc1(x)))

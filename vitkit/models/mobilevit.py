@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vitkit.models.dropout import Dropout
 from vitkit.models.layers import TRANSFORMERS_BLOCK_NAMES, ConvNormAct, InvertedResidual, TransformerBlock
 from vitkit.models.registry import register_model
 from vitkit.preprocess import Preprocess
@@ -124,7 +125,7 @@ class ConvClassifier(nn.Module):
 
     def init_head(self, num_features: int, num_classes: int, drop_rate: float) -> None:
         self.num_features = num_features
-        self.head_drop = nn.Dropout(drop_rate)
+        self.head_drop = Dropout(drop_rate)
         self.reset_classifier(num_classes)
 
     def reset_classifier(self, num_classes: int) -> None:

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vitkit.models.dropout import Dropout
 from vitkit.models.layers import ConvNormAct, InvertedResidual, make_divisible
 from vitkit.models.mobilevit import (
     CVNETS_FRAME_NAMES,
@@ -80,9 +81,9 @@ class SeparableSelfAttention(nn.Module):
         super().__init__()
         self.dim, self.patch_size = dim, patch_size
         self.qkv = nn.Conv2d(dim, 1 + 2 * dim, 1)  # [query (1 channel), keys (d), values (d)]
-        self.attn_drop = nn.Dropout(attn_drop)
+        self.attn_drop = Dropout(attn_drop)
         self.proj = nn.Conv2d(dim, dim, 1)
-        self.proj_drop = nn.Dropout(proj_drop)
+        self.proj_drop = Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
@@ -115,9 +116,9 @@ class LinearTransformerLayer(nn.Module):
         self.mlp = nn.Sequential(
             nn.Conv2d(dim, ffn_dim, 1),
             nn.SiLU(),
-            nn.Dropout(cfg.drop_rate),
+            Dropout(cfg.drop_rate),
             nn.Conv2d(ffn_dim, dim, 1),
-            nn.Dropout(cfg.drop_rate),
+            Dropout(cfg.drop_rate),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vitkit.models.dropout import Dropout
 from vitkit.models.layers import TRANSFORMERS_BLOCK_NAMES, TransformerBlock
 from vitkit.models.registry import register_model
 from vitkit.preprocess import Preprocess
@@ -28,7 +29,8 @@ class ViTConfig:
     mlp_ratio: float = 4.0
     qkv_bias: bool = True  # the released weights (timm, transformers, Google) use it
     mlp_out_act: bool = False  # the Keras CIFAR example puts GELU after both MLP denses
-    drop_rate: float = 0.0
+    drop_rate: float = 0.0  # after the position embedding, the attention projection and both MLP denses
+    mlp_drop_rate: float | None = None  # the MLP's own, where it differs from drop_rate
     attn_drop_rate: float = 0.0
     norm_eps: float = 1e-6
 
@@ -95,7 +97,7 @@ class VisionTransformer(nn.Module):
         self.patch_embed = PatchEmbed(cfg.patch_size, cfg.dim, in_chans)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid[0] * self.grid[1], cfg.dim))
-        self.pos_drop = nn.Dropout(cfg.drop_rate)
+        self.pos_drop = Dropout(cfg.drop_rate)
         self.blocks = nn.Sequential(
             *[
                 TransformerBlock(
@@ -106,8 +108,8 @@ class VisionTransformer(nn.Module):
                     qkv_bias=cfg.qkv_bias,
                     attn_drop=cfg.attn_drop_rate,
                     proj_drop=cfg.drop_rate,
-                    mlp_hidden_drop=cfg.drop_rate,
-                    mlp_out_drop=cfg.drop_rate,
+                    mlp_hidden_drop=cfg.drop_rate if cfg.mlp_drop_rate is None else cfg.mlp_drop_rate,
+                    mlp_out_drop=cfg.drop_rate if cfg.mlp_drop_rate is None else cfg.mlp_drop_rate,
                     mlp_out_act=cfg.mlp_out_act,
                     norm_eps=cfg.norm_eps,
                 )
@@ -173,9 +175,9 @@ _PRESETS = {
         _IMAGENET_VIT,
         "ViT-Ti/16 (timm vit_tiny_patch16_224)",
     ),
-    "vit_cifar": (  # the Keras CIFAR-10 example: 144 patches of 6x6, MLP [128, 64]
+    "vit_cifar": (  # the Keras CIFAR-10 example: 144 patches of 6x6, MLP [128, 64]; dropout in the MLP only
         ViTConfig(
-            dim=64, depth=8, num_heads=4, patch_size=6, image_size=72, mlp_ratio=2.0, mlp_out_act=True, drop_rate=0.1
+            dim=64, depth=8, num_heads=4, patch_size=6, image_size=72, mlp_ratio=2.0, mlp_out_act=True, mlp_drop_rate=0.1
         ),
         # the example's Normalization layer adapted to CIFAR-10; it resizes 32 -> 72 with no crop (a squash)
         Preprocess(

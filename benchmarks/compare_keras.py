@@ -1,0 +1,393 @@
+"""vitkit against Keras itself on the keras.io examples' models: the same function, one process, one run.
+
+    /tmp/kerasenv/bin/python benchmarks/compare_keras.py [--models mobilevit_xxs_keras,vit_cifar] [--rounds 3]
+        [--batch-size 64] [--threads 2] [--xla] [--vitkit-python .venv/bin/python]
+
+Needs TensorFlow's CPU build and Keras 3 beside the CPU torch, in a benchmark-only environment:
+
+    python -m venv /tmp/kerasenv && /tmp/kerasenv/bin/pip install torch==2.13.0 tensorflow==2.21.0 keras==3.15.1
+
+Both models are written here as the keras.io examples build them (the MobileViT example, and the small
+CIFAR-10 ViT with a class token). Keras' random weights are loaded into vitkit's preset (the MobileViT
+through ``vitkit.load_weights`` on the example's own ``.weights.h5`` format) and the probabilities are
+checked to agree within 1e-4 before anything is timed. Then, interleaving the implementations round by
+round so that drift on a noisy machine hits all alike:
+
+  training img/s: Keras ``model.train_on_batch`` (the example's optimizer and loss; Keras compiles it with
+  ``tf.function``, and without XLA on a CPU-only machine, its "auto" choice) against one vitkit step
+  (forward, backward, optimizer) in training mode, dropout included on both sides;
+  inference img/s: a ``tf.function`` of the model in inference mode against vitkit's eval model with its
+  BatchNorms folded (what ``vitkit predict`` runs);
+
+``--xla`` adds Keras with ``jit_compile=True`` (XLA) on both. ``--vitkit-python`` (an environment with
+vitkit's export extra) adds TFLite: Keras' own converter on its model (the example's path, dynamic-range
+quantization) against ``vitkit export`` of the same weights, both timed with TensorFlow's interpreter at
+batch 1. Prints a table, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+import vitkit
+from vitkit.models import fuse
+
+
+def keras_modules():
+    import keras
+    from keras import layers
+
+    return keras, layers
+
+
+# --- the keras.io MobileViT example (Sayak Paul), layer for layer ---------------------------------------------
+
+
+def keras_mobilevit(num_classes: int = 5, image_size: int = 256):
+    keras, layers = keras_modules()
+    patch_size = 4  # the example's "patch": 2x2 pixels
+
+    def conv_block(x, filters=16, kernel_size=3, strides=2):
+        return layers.Conv2D(filters, kernel_size, strides=strides, activation="swish", padding="same")(x)
+
+    def mv2(x, expanded, out, strides=1):
+        m = layers.Conv2D(expanded, 1, padding="same", use_bias=False)(x)
+        m = keras.activations.swish(layers.BatchNormalization()(m))
+        if strides == 2:  # Keras applications' correct_pad: one pixel more after than before
+            m = layers.ZeroPadding2D(padding=((0, 1), (0, 1)) if m.shape[1] % 2 == 0 else 1)(m)
+        m = layers.DepthwiseConv2D(3, strides=strides, padding="same" if strides == 1 else "valid", use_bias=False)(m)
+        m = keras.activations.swish(layers.BatchNormalization()(m))
+        m = layers.BatchNormalization()(layers.Conv2D(out, 1, padding="same", use_bias=False)(m))
+        return layers.Add()([m, x]) if x.shape[-1] == out and strides == 1 else m
+
+    def transformer(x, depth, dim):
+        for _ in range(depth):
+            x1 = layers.LayerNormalization(epsilon=1e-6)(x)
+            x2 = layers.Add()([layers.MultiHeadAttention(num_heads=2, key_dim=dim, dropout=0.1)(x1, x1), x])
+            x3 = layers.LayerNormalization(epsilon=1e-6)(x2)
+            for units in (x.shape[-1] * 2, x.shape[-1]):
+                x3 = layers.Dropout(0.1)(layers.Dense(units, activation="swish")(x3))
+            x = layers.Add()([x3, x2])
+        return x
+
+    def mobilevit_block(x, depth, dim):
+        local = conv_block(conv_block(x, dim, strides=1), dim, kernel_size=1, strides=1)
+        tokens = local.shape[1] * local.shape[2] // patch_size
+        y = transformer(layers.Reshape((patch_size, tokens, dim))(local), depth, dim)
+        y = conv_block(layers.Reshape((*local.shape[1:-1], dim))(y), x.shape[-1], kernel_size=1, strides=1)
+        return conv_block(layers.Concatenate(axis=-1)([x, y]), dim, strides=1)
+
+    inputs = keras.Input((image_size, image_size, 3))
+    x = conv_block(layers.Rescaling(scale=1.0 / 255)(inputs), 16)
+    x = mv2(x, 32, 16)
+    x = mv2(mv2(mv2(x, 32, 24, strides=2), 48, 24), 48, 24)
+    x = mobilevit_block(mv2(x, 48, 48, strides=2), 2, 64)
+    x = mobilevit_block(mv2(x, 128, 64, strides=2), 4, 80)
+    x = mobilevit_block(mv2(x, 160, 80, strides=2), 3, 96)
+    x = layers.GlobalAvgPool2D()(conv_block(x, 320, kernel_size=1, strides=1))
+    return keras.Model(inputs, layers.Dense(num_classes, activation="softmax")(x))
+
+
+# --- the small ViT of the Keras CIFAR-10 example (class token; attention from one qkv Dense) ----------------
+
+
+def keras_vit_cifar(num_classes: int = 10, image_size: int = 72):
+    keras, layers = keras_modules()
+    import tensorflow as tf
+
+    patch, dim, heads, depth = 6, 64, 4, 8
+
+    class Patches(layers.Layer):
+        def call(self, images):
+            p = tf.image.extract_patches(images, [1, patch, patch, 1], [1, patch, patch, 1], [1, 1, 1, 1], "VALID")
+            return tf.reshape(p, [-1, (image_size // patch) ** 2, patch * patch * 3])  # [B, gh, gw, 108] -> [B, N, 108]
+
+    class ClassTokenAndPosition(layers.Layer):
+        def build(self, input_shape):
+            self.cls = self.add_weight(shape=(1, 1, dim), initializer="zeros", name="cls")
+            self.pos = self.add_weight(
+                shape=(1, input_shape[1] + 1, dim), initializer=keras.initializers.RandomNormal(stddev=0.02), name="pos"
+            )
+
+        def call(self, x):
+            cls = tf.broadcast_to(self.cls, [tf.shape(x)[0], 1, dim])
+            return tf.concat([cls, x], 1) + self.pos
+
+    class Attention(layers.Layer):  # takes the qkv Dense's output
+        def call(self, qkv):
+            b = tf.shape(qkv)[0]
+            qkv = tf.transpose(tf.reshape(qkv, [b, -1, 3, heads, dim // heads]), [2, 0, 3, 1, 4])
+            attn = tf.nn.softmax(tf.matmul(qkv[0], qkv[1], transpose_b=True) / (dim // heads) ** 0.5, axis=-1)
+            return tf.reshape(tf.transpose(tf.matmul(attn, qkv[2]), [0, 2, 1, 3]), [b, -1, dim])
+
+    inputs = keras.Input((image_size, image_size, 3))
+    x = ClassTokenAndPosition(name="embed")(layers.Dense(dim, name="patch_proj")(Patches()(inputs)))
+    for i in range(depth):
+        y = layers.Dense(3 * dim, name=f"b{i}_qkv")(layers.LayerNormalization(epsilon=1e-6, name=f"b{i}_ln1")(x))
+        x = layers.Add()([layers.Dense(dim, name=f"b{i}_proj")(Attention()(y)), x])
+        y = layers.LayerNormalization(epsilon=1e-6, name=f"b{i}_ln2")(x)
+        for j, units in enumerate((2 * dim, dim)):
+            y = layers.Dropout(0.1)(layers.Dense(units, activation="gelu", name=f"b{i}_fc{j + 1}")(y))
+        x = layers.Add()([y, x])
+    x = layers.LayerNormalization(epsilon=1e-6, name="norm")(x)
+    return keras.Model(inputs, layers.Dense(num_classes, name="head")(x[:, 0]))  # logits
+
+
+def vit_cifar_state_dict(kmodel) -> dict[str, torch.Tensor]:
+    """The Keras CIFAR ViT's weights under vitkit's names."""
+
+    def w(name, i=0):
+        return torch.from_numpy(np.asarray(kmodel.get_layer(name).weights[i].numpy()))
+
+    kernel = w("patch_proj")  # [6*6*3, D], rows in (row, col, channel) order
+    sd = {
+        "patch_embed.proj.weight": kernel.T.reshape(-1, 6, 6, 3).permute(0, 3, 1, 2),  # [D, 108] -> [D, 3, 6, 6]
+        "patch_embed.proj.bias": w("patch_proj", 1),
+        "cls_token": w("embed", 0),
+        "pos_embed": w("embed", 1),
+        "norm.weight": w("norm"),
+        "norm.bias": w("norm", 1),
+        "head.weight": w("head").T,
+        "head.bias": w("head", 1),
+    }
+    for i in range(8):
+        for ours, theirs in (("norm1", "ln1"), ("norm2", "ln2")):
+            sd[f"blocks.{i}.{ours}.weight"], sd[f"blocks.{i}.{ours}.bias"] = w(f"b{i}_{theirs}"), w(f"b{i}_{theirs}", 1)
+        for ours, theirs in (("attn.qkv", "qkv"), ("attn.proj", "proj"), ("mlp.fc1", "fc1"), ("mlp.fc2", "fc2")):
+            sd[f"blocks.{i}.{ours}.weight"], sd[f"blocks.{i}.{ours}.bias"] = (
+                w(f"b{i}_{theirs}").T,
+                w(f"b{i}_{theirs}", 1),
+            )
+    return sd
+
+
+# --- the two sides -----------------------------------------------------------------------------------------
+
+
+class Case:
+    """One model on both sides: builders, inputs, optimizers, and the equality check."""
+
+    def __init__(self, name: str, batch: int, folder: Path):
+        import keras
+
+        keras.utils.set_random_seed(0)
+        torch.manual_seed(0)
+        self.name = name
+        if name == "mobilevit_xxs_keras":
+            self.size, self.classes = 256, 5
+            build = keras_mobilevit
+            self.make_optimizers = lambda: (
+                keras.optimizers.Adam(learning_rate=0.002),
+                lambda params: torch.optim.Adam(params, lr=0.002, eps=1e-7),
+            )
+            self.keras_loss = keras.losses.CategoricalCrossentropy(label_smoothing=0.1)
+            self.torch_loss = nn.CrossEntropyLoss(label_smoothing=0.1)
+            self.keras_pixels = 255.0  # the example's model rescales by 1/255 itself; vitkit's pipeline does
+        else:
+            self.size, self.classes = 72, 10
+            build = keras_vit_cifar
+            self.make_optimizers = lambda: (
+                keras.optimizers.AdamW(learning_rate=1e-3, weight_decay=1e-4),
+                lambda params: torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-4, eps=1e-7),
+            )
+            self.keras_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+            self.torch_loss = nn.CrossEntropyLoss()
+            self.keras_pixels = 1.0
+        self.build_keras = lambda: build(self.classes, self.size)
+        self.kmodel = self.build_keras()
+        self.torch_model = vitkit.create_model(name, num_classes=self.classes)
+        if name == "mobilevit_xxs_keras":
+            path = folder / "keras.weights.h5"
+            self.kmodel.save_weights(path)
+            vitkit.load_weights(self.torch_model, path)
+            self.torch_model = self.torch_model.to(memory_format=torch.channels_last)
+        else:
+            self.torch_model.load_state_dict(vit_cifar_state_dict(self.kmodel))
+        rng = np.random.default_rng(0)
+        self.x_nhwc = rng.random((batch, self.size, self.size, 3), dtype=np.float32)  # [0, 1] pixels
+        self.labels = rng.integers(0, self.classes, batch)
+        self.x_torch = torch.from_numpy(self.x_nhwc).permute(0, 3, 1, 2)  # NHWC -> NCHW (a channels_last view)
+        if name != "mobilevit_xxs_keras":
+            self.x_torch = self.x_torch.contiguous()
+        self.x_keras = self.x_nhwc * self.keras_pixels
+        self.y_keras = np.eye(self.classes, dtype=np.float32)[self.labels] if self.classes == 5 else self.labels
+
+    def max_difference(self) -> float:
+        """Largest difference of the two sides' probabilities, inference mode."""
+        keras_out = np.asarray(self.kmodel(self.x_keras[:4], training=False))
+        if self.name != "mobilevit_xxs_keras":
+            keras_out = torch.softmax(torch.from_numpy(keras_out), -1).numpy()
+        with torch.no_grad():
+            ours = torch.softmax(self.torch_model.eval()(self.x_torch[:4]), -1).numpy()
+        return float(np.abs(keras_out - ours).max())
+
+    def implementations(self, xla: bool):
+        """{label: (train_step, infer)}; each call runs one batch."""
+        import tensorflow as tf
+
+        impls = {}
+        for jit in (False, True) if xla else (False,):
+            kmodel = self.kmodel if not jit else self.build_keras()
+            if jit:
+                kmodel.set_weights(self.kmodel.get_weights())
+            kopt, _ = self.make_optimizers()
+            kmodel.compile(optimizer=kopt, loss=self.keras_loss, jit_compile=jit)
+            infer = tf.function(lambda x, m=kmodel: m(x, training=False), jit_compile=jit)
+            x, y = tf.constant(self.x_keras), tf.constant(self.y_keras)
+            impls["keras-xla" if jit else "keras"] = (
+                lambda m=kmodel, x=x, y=y: m.train_on_batch(x, y),
+                lambda f=infer, x=x: f(x).numpy(),
+            )
+        _, make_opt = self.make_optimizers()
+        model = self.torch_model
+        opt = make_opt(model.parameters())
+        deployed = fuse(model).eval()
+        y = torch.from_numpy(self.labels)
+
+        def train_step():
+            model.train()
+            loss = self.torch_loss(model(self.x_torch), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        def infer():
+            with torch.inference_mode():
+                deployed(self.x_torch)
+
+        impls["vitkit"] = (train_step, infer)
+        return impls
+
+
+def time_once(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def compare(case: Case, batch: int, rounds: int, xla: bool, log) -> dict:
+    impls = case.implementations(xla)
+    for label, (train, infer) in impls.items():  # warm-up: tracing, XLA compilation, allocator pools
+        log(f"  warming up {label}")
+        train(), train(), infer(), infer()
+    samples = {label: {"train_img_s": [], "infer_img_s": []} for label in impls}
+    for r in range(rounds):
+        for label, (train, infer) in impls.items():
+            samples[label]["train_img_s"].append(batch / time_once(train))
+            samples[label]["infer_img_s"].append(batch / min(time_once(infer) for _ in range(2)))
+        log(f"  round {r + 1}/{rounds}: " + ", ".join(f"{k} {v['train_img_s'][-1]:.1f}" for k, v in samples.items()))
+    return {label: {k: round(statistics.median(v), 2) for k, v in s.items()} for label, s in samples.items()}
+
+
+# --- TFLite: Keras' converter against vitkit export --------------------------------------------------------
+
+
+def tflite_latency_ms(path: Path, threads: int, iters: int = 20) -> float:
+    import tensorflow as tf
+
+    interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=threads)
+    interpreter.allocate_tensors()
+    inp = interpreter.get_input_details()[0]
+    interpreter.set_tensor(inp["index"], np.zeros(inp["shape"], dtype=inp["dtype"]))
+    interpreter.invoke()
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        interpreter.invoke()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def tflite_rows(case: Case, vitkit_python: str, folder: Path, threads: int, log) -> dict:
+    import tensorflow as tf
+
+    rows = {}
+    keras_file = folder / f"{case.name}_keras.tflite"
+    try:  # the example's own export: TFLiteConverter on the Keras model, dynamic-range quantization
+        converter = tf.lite.TFLiteConverter.from_keras_model(case.kmodel)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        keras_file.write_bytes(converter.convert())
+        rows["keras tflite:dynamic"] = tflite_latency_ms(keras_file, threads)
+    except Exception as e:  # noqa: BLE001 - reported, not raised: the point is whether it works
+        rows["keras tflite:dynamic"] = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:120]}"
+    weights = folder / f"{case.name}.safetensors"
+    vitkit.save_weights(case.torch_model, weights) if hasattr(vitkit, "save_weights") else None
+    for quantize in ("dynamic", "int8"):
+        out = folder / f"{case.name}_vitkit_{quantize}.tflite"
+        cmd = [vitkit_python, "-m", "vitkit", "export", str(folder / "run"), "--format", "tflite",
+               "--quantize", quantize, "--output", str(out)]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+        if proc.returncode != 0:
+            rows[f"vitkit tflite:{quantize}"] = f"failed: {proc.stderr.strip().splitlines()[-1][:120]}"
+            continue
+        rows[f"vitkit tflite:{quantize}"] = tflite_latency_ms(out, threads)
+    log("  " + ", ".join(f"{k}: {v if isinstance(v, str) else f'{v:.1f} ms'}" for k, v in rows.items()))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="mobilevit_xxs_keras,vit_cifar")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--xla", action="store_true", help="also time Keras with jit_compile=True")
+    parser.add_argument("--vitkit-python", help="a Python with vitkit[export], to time TFLite files")
+    args = parser.parse_args()
+
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    torch.set_num_threads(args.threads)
+    import keras
+
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models.split(","):
+            print(f"{name}:", file=sys.stderr)
+            case = Case(name, args.batch_size, Path(tmp))
+            diff = case.max_difference()
+            print(f"  Keras and vitkit probabilities differ by at most {diff:.2e}", file=sys.stderr)
+            if diff > 1e-4:
+                raise SystemExit(f"{name}: the two sides compute different functions ({diff:.2e}); not timing them")
+            results[name] = compare(case, args.batch_size, args.rounds, args.xla, lambda s: print(s, file=sys.stderr))
+            results[name]["max_probability_difference"] = diff
+            if args.vitkit_python:
+                results[name]["tflite_ms_batch1"] = tflite_rows(
+                    case, args.vitkit_python, Path(tmp), args.threads, lambda s: print(s, file=sys.stderr)
+                )
+
+    print(f"\nbatch {args.batch_size}, {args.threads} threads, fp32, median of {args.rounds} interleaved rounds")
+    print(f"{'model':22} {'implementation':12} {'train img/s':>12} {'x Keras':>8} {'infer img/s':>12} {'x Keras':>8}")
+    for name, rows in results.items():
+        base = rows["keras"]
+        for label, row in rows.items():
+            if not isinstance(row, dict) or "train_img_s" not in row:
+                continue
+            tr, inf = row["train_img_s"], row["infer_img_s"]
+            print(
+                f"{name:22} {label:12} {tr:12.1f} {tr / base['train_img_s']:8.2f} {inf:12.1f} "
+                f"{inf / base['infer_img_s']:8.2f}"
+            )
+    env = dict(
+        torch=torch.__version__, tensorflow=tf.__version__, keras=keras.__version__, machine=platform.processor()
+    )
+    print(json.dumps(dict(results=results, batch_size=args.batch_size, threads=args.threads, **env)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""vitkit's CPU dropout: the right probability, the right scale, independent masks, and attention dropout equal
+to the textbook formula with the same mask."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vitkit.models import dropout as vd
+from vitkit.models.dropout import Dropout, drop_mask, drop_threshold, dropout_attention, keep_scale
+
+
+def within(observed: float, expected: float, sd: float, sigmas: float = 5.0) -> bool:
+    return abs(observed - expected) <= sigmas * sd
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.03])
+def test_dropout_keeps_the_right_fraction_and_scales_to_the_same_expectation(p):
+    torch.manual_seed(0)
+    n = 1 << 22
+    y = Dropout(p).train()(torch.ones(n))
+    kept = y != 0
+    q = drop_threshold(p) / 2**16  # the probability actually used: p rounded to 16 bits
+    assert abs(q - p) <= 2**-17
+    sd = math.sqrt(q * (1 - q) / n)
+    assert within(1 - kept.float().mean().item(), q, sd)
+    assert torch.all(y[kept] == keep_scale(p))  # every kept value is x / (1 - q) exactly
+    assert keep_scale(p) == pytest.approx(1 / (1 - q), rel=1e-12)
+    assert within(y.double().mean().item(), 1.0, math.sqrt(q / (1 - q) / n))  # E[y] = x
+    # the four 16-bit lanes of each 64-bit draw: each drops with probability q on its own
+    for lane in range(4):
+        assert within(1 - kept[lane::4].float().mean().item(), q, sd * 2)
+
+
+def test_dropout_masks_are_independent_between_neighbours_and_rows():
+    torch.manual_seed(1)
+    m = drop_mask((512, 4096), 0.3).float()
+    n = m.numel()
+    centred = m - m.mean()
+    for shift in (1, 2, 3, 4, 5):  # inside and across 64-bit words
+        corr = (centred[:, shift:] * centred[:, :-shift]).mean() / centred.pow(2).mean()
+        assert abs(corr.item()) < 5 / math.sqrt(n)
+    # per-row counts are binomial: their variance is n p (1 - p), not more (no shared structure between rows)
+    counts = m.sum(1)
+    expected_var = 4096 * 0.3 * 0.7
+    assert counts.var().item() == pytest.approx(expected_var, rel=0.25)
+
+
+def test_dropout_is_reproducible_from_the_seed_and_differs_across_seeds():
+    x = torch.randn(1000)
+    layer = Dropout(0.2).train()
+    torch.manual_seed(3)
+    a = layer(x)
+    torch.manual_seed(3)
+    b = layer(x)
+    torch.manual_seed(4)
+    c = layer(x)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(layer.eval()(x), x)  # identity in eval mode
+
+
+def test_dropout_gradient_is_the_same_mask_and_scale():
+    torch.manual_seed(0)
+    x = torch.randn(5000, requires_grad=True)
+    y = Dropout(0.25).train()(x)
+    y.backward(torch.ones_like(y))
+    kept = y != 0
+    assert torch.all(x.grad[kept] == keep_scale(0.25)) and torch.all(x.grad[~kept] == 0)
+
+
+def attention_by_formula(q, k, v, dropped, p):
+    attn = torch.softmax(q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5, dim=-1)
+    return attn.masked_fill(dropped, 0) * keep_scale(p) @ v
+
+
+@pytest.mark.parametrize("block", [1 << 20, 4096, 97])  # one block per map, several rows per block, odd cuts
+@pytest.mark.parametrize("shape", [(2, 2, 200, 16, 16), (3, 4, 37, 8, 12)])
+def test_dropout_attention_equals_the_formula_with_the_same_mask(monkeypatch, block, shape):
+    monkeypatch.setattr(vd, "_BLOCK", block)
+    B, H, N, D, Dv = shape
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(B, H, N, d, generator=g, dtype=torch.float64, requires_grad=True) for d in (D, D, Dv))
+    grad = torch.randn(B, H, N, Dv, generator=g, dtype=torch.float64)
+    torch.manual_seed(7)
+    out = dropout_attention(q, k, v, 0.1)
+    ours = torch.autograd.grad(out, (q, k, v), grad)
+    torch.manual_seed(7)  # the same draws give the same mask
+    dropped = drop_mask((B * H, N, N), 0.1).view(B, H, N, N)
+    ref = attention_by_formula(q, k, v, dropped, 0.1)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    for a, b in zip(ours, torch.autograd.grad(ref, (q, k, v), grad)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_attention_dropout_keeps_the_right_fraction_of_weights():
+    # q = k = 0 gives every weight 1/N; v = the identity reads each weight out: out * N / scale is the keep mask
+    B, H, N, p = 2, 2, 512, 0.1
+    q = k = torch.zeros(B, H, N, 8)
+    v = torch.eye(N).expand(B, H, N, N)
+    torch.manual_seed(0)
+    kept = dropout_attention(q, k, v, p) * N / keep_scale(p)
+    assert torch.allclose(kept, kept.round(), atol=1e-4) and set(kept.round().unique().tolist()) <= {0.0, 1.0}
+    q16 = drop_threshold(p) / 2**16
+    assert within(1 - kept.mean().item(), q16, math.sqrt(q16 * (1 - q16) / kept.numel()))
+
+
+def test_without_dropout_attention_is_pytorchs():
+    q, k, v = (torch.randn(2, 3, 50, 8) for _ in range(3))
+    torch.testing.assert_close(dropout_attention(q, k, v, 0.0), F.scaled_dot_product_attention(q, k, v))
