@@ -1,11 +1,12 @@
 """vitkit against Keras itself on the keras.io examples' models: the same function, one process, one run.
 
     /tmp/kerasenv/bin/python benchmarks/compare_keras.py [--models mobilevit_xxs_keras,vit_cifar] [--rounds 3]
-        [--batch-size 64] [--threads 2] [--xla] [--vitkit-python .venv/bin/python]
+        [--batch-size 64] [--threads 2] [--xla]
 
 Needs TensorFlow's CPU build and Keras 3 beside the CPU torch, in a benchmark-only environment:
 
-    python -m venv /tmp/kerasenv && /tmp/kerasenv/bin/pip install torch==2.13.0 tensorflow==2.21.0 keras==3.15.1
+    python -m venv /tmp/kerasenv
+    /tmp/kerasenv/bin/pip install torch==2.13.0 tensorflow==2.21.0 keras==3.15.1 -e .  # vitkit and its deps
 
 Both models are written here as the keras.io examples build them (the MobileViT example, and the small
 CIFAR-10 ViT with a class token). Keras' random weights are loaded into vitkit's preset (the MobileViT
@@ -19,10 +20,9 @@ round so that drift on a noisy machine hits all alike:
   inference img/s: a ``tf.function`` of the model in inference mode against vitkit's eval model with its
   BatchNorms folded (what ``vitkit predict`` runs);
 
-``--xla`` adds Keras with ``jit_compile=True`` (XLA) on both. ``--vitkit-python`` (an environment with
-vitkit's export extra) adds TFLite: Keras' own converter on its model (the example's path, dynamic-range
-quantization) against ``vitkit export`` of the same weights, both timed with TensorFlow's interpreter at
-batch 1. Prints a table, then one JSON line.
+The process raises glibc's mmap threshold as ``vitkit train`` does (``vitkit.training.memory``), which
+applies to TensorFlow's allocations too; ``--default-malloc`` leaves it alone. ``--xla`` adds Keras with
+``jit_compile=True`` (XLA) for training and inference. Prints a table, then one JSON line.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,6 +43,7 @@ from torch import nn
 
 import vitkit
 from vitkit.models import fuse
+from vitkit.training.memory import keep_freed_memory
 
 
 def keras_modules():
@@ -292,52 +292,6 @@ def compare(case: Case, batch: int, rounds: int, xla: bool, log) -> dict:
     return {label: {k: round(statistics.median(v), 2) for k, v in s.items()} for label, s in samples.items()}
 
 
-# --- TFLite: Keras' converter against vitkit export --------------------------------------------------------
-
-
-def tflite_latency_ms(path: Path, threads: int, iters: int = 20) -> float:
-    import tensorflow as tf
-
-    interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=threads)
-    interpreter.allocate_tensors()
-    inp = interpreter.get_input_details()[0]
-    interpreter.set_tensor(inp["index"], np.zeros(inp["shape"], dtype=inp["dtype"]))
-    interpreter.invoke()
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        interpreter.invoke()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
-
-
-def tflite_rows(case: Case, vitkit_python: str, folder: Path, threads: int, log) -> dict:
-    import tensorflow as tf
-
-    rows = {}
-    keras_file = folder / f"{case.name}_keras.tflite"
-    try:  # the example's own export: TFLiteConverter on the Keras model, dynamic-range quantization
-        converter = tf.lite.TFLiteConverter.from_keras_model(case.kmodel)
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        keras_file.write_bytes(converter.convert())
-        rows["keras tflite:dynamic"] = tflite_latency_ms(keras_file, threads)
-    except Exception as e:  # noqa: BLE001 - reported, not raised: the point is whether it works
-        rows["keras tflite:dynamic"] = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:120]}"
-    weights = folder / f"{case.name}.safetensors"
-    vitkit.save_weights(case.torch_model, weights) if hasattr(vitkit, "save_weights") else None
-    for quantize in ("dynamic", "int8"):
-        out = folder / f"{case.name}_vitkit_{quantize}.tflite"
-        cmd = [vitkit_python, "-m", "vitkit", "export", str(folder / "run"), "--format", "tflite",
-               "--quantize", quantize, "--output", str(out)]  # fmt: skip
-        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
-        if proc.returncode != 0:
-            rows[f"vitkit tflite:{quantize}"] = f"failed: {proc.stderr.strip().splitlines()[-1][:120]}"
-            continue
-        rows[f"vitkit tflite:{quantize}"] = tflite_latency_ms(out, threads)
-    log("  " + ", ".join(f"{k}: {v if isinstance(v, str) else f'{v:.1f} ms'}" for k, v in rows.items()))
-    return rows
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="mobilevit_xxs_keras,vit_cifar")
@@ -345,7 +299,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--xla", action="store_true", help="also time Keras with jit_compile=True")
-    parser.add_argument("--vitkit-python", help="a Python with vitkit[export], to time TFLite files")
+    parser.add_argument(
+        "--default-malloc", action="store_true", help="leave glibc's mmap threshold alone (vitkit train raises it)"
+    )
     args = parser.parse_args()
 
     import tensorflow as tf
@@ -353,6 +309,8 @@ def main() -> None:
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     torch.set_num_threads(args.threads)
+    if not args.default_malloc:  # as `vitkit train` does; process-wide, so Keras runs under it too
+        keep_freed_memory()
     import keras
 
     results = {}
@@ -366,12 +324,9 @@ def main() -> None:
                 raise SystemExit(f"{name}: the two sides compute different functions ({diff:.2e}); not timing them")
             results[name] = compare(case, args.batch_size, args.rounds, args.xla, lambda s: print(s, file=sys.stderr))
             results[name]["max_probability_difference"] = diff
-            if args.vitkit_python:
-                results[name]["tflite_ms_batch1"] = tflite_rows(
-                    case, args.vitkit_python, Path(tmp), args.threads, lambda s: print(s, file=sys.stderr)
-                )
 
-    print(f"\nbatch {args.batch_size}, {args.threads} threads, fp32, median of {args.rounds} interleaved rounds")
+    malloc = "glibc default malloc" if args.default_malloc else "malloc thresholds raised (vitkit train's setting)"
+    print(f"\nbatch {args.batch_size}, {args.threads} threads, fp32, {malloc}, median of {args.rounds} rounds")
     print(f"{'model':22} {'implementation':12} {'train img/s':>12} {'x Keras':>8} {'infer img/s':>12} {'x Keras':>8}")
     for name, rows in results.items():
         base = rows["keras"]
@@ -384,7 +339,11 @@ def main() -> None:
                 f"{inf / base['infer_img_s']:8.2f}"
             )
     env = dict(
-        torch=torch.__version__, tensorflow=tf.__version__, keras=keras.__version__, machine=platform.processor()
+        malloc="glibc default" if args.default_malloc else "mmap/trim thresholds 1 GiB",
+        torch=torch.__version__,
+        tensorflow=tf.__version__,
+        keras=keras.__version__,
+        machine=platform.processor(),
     )
     print(json.dumps(dict(results=results, batch_size=args.batch_size, threads=args.threads, **env)))
 

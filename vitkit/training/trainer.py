@@ -29,6 +29,7 @@ from vitkit.progress import progress
 from vitkit.training import distributed
 from vitkit.training.config import TrainConfig, build_config
 from vitkit.training.defaults import resolve_hflip, resolve_preprocess, train_side
+from vitkit.training.memory import keep_freed_memory
 from vitkit.training.runs import prepare_output, resume_config
 from vitkit.utils import atomic_write_text
 
@@ -71,6 +72,8 @@ def train(
     log = print if distributed.rank() == 0 else (lambda *args, **kwargs: None)
     cfg = prepare_output(cfg, bool(resume), overwrite, log, distributed.rank() == 0)
     info, device = distributed.setup(cfg.device)
+    if device.type == "cpu":
+        keep_freed_memory()  # twice the training speed at large batches (see vitkit.training.memory)
     try:
         return _run(cfg, bool(resume), info, device)
     finally:
