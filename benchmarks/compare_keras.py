@@ -1,7 +1,7 @@
 """vitkit against Keras itself on the keras.io examples' models: the same function, one process, one run.
 
     /tmp/kerasenv/bin/python benchmarks/compare_keras.py [--models mobilevit_xxs_keras,vit_cifar] [--rounds 3]
-        [--batch-size 64] [--threads 2] [--xla]
+        [--batch-size 64] [--threads 2] [--xla] [--vitkit-tflite a.tflite,b.tflite]
 
 Needs TensorFlow's CPU build and Keras 3 beside the CPU torch, in a benchmark-only environment:
 
@@ -22,7 +22,10 @@ round so that drift on a noisy machine hits all alike:
 
 The process raises glibc's mmap threshold as ``vitkit train`` does (``vitkit.training.memory``), which
 applies to TensorFlow's allocations too; ``--default-malloc`` leaves it alone. ``--xla`` adds Keras with
-``jit_compile=True`` (XLA) for training and inference. Prints a table, then one JSON line.
+``jit_compile=True`` (XLA) for training and inference. ``--vitkit-tflite`` times files that ``vitkit export``
+wrote for ``mobilevit_xxs_keras`` beside the Keras model converted the example's way (dynamic-range
+quantization, Flex ops allowed), all at batch 1 with TensorFlow's interpreter. Prints a table, then one JSON
+line.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from torch import nn
 import vitkit
 from vitkit.models import fuse
 from vitkit.training.memory import keep_freed_memory
+from vitkit.utils import quiet_output
 
 
 def keras_modules():
@@ -292,6 +296,44 @@ def compare(case: Case, batch: int, rounds: int, xla: bool, log) -> dict:
     return {label: {k: round(statistics.median(v), 2) for k, v in s.items()} for label, s in samples.items()}
 
 
+# --- TFLite: the example's converter against vitkit export -----------------------------------------------
+
+
+def keras_tflite(kmodel, path: Path) -> str | None:
+    """Convert as the keras.io example does (dynamic-range quantization, Flex ops allowed); None, or why it failed."""
+    import tensorflow as tf
+
+    try:
+        converter = tf.lite.TFLiteConverter.from_keras_model(kmodel)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
+        with quiet_output():  # the converter prints every captured variable
+            path.write_bytes(converter.convert())
+        return None
+    except Exception as e:  # noqa: BLE001 - reported in the table: whether the example's path works is the point
+        return f"{type(e).__name__}: {str(e).strip().splitlines()[0][:100]}"
+
+
+def tflite_latencies_ms(files: dict[str, Path], threads: int, rounds: int, iters: int = 20) -> dict[str, float]:
+    """Median batch-1 latency of each file under TensorFlow's interpreter (which runs Flex ops too), interleaved."""
+    import tensorflow as tf
+
+    interpreters = {}
+    for label, path in files.items():
+        it = tf.lite.Interpreter(model_path=str(path), num_threads=threads)
+        it.allocate_tensors()
+        inp = it.get_input_details()[0]
+        it.set_tensor(inp["index"], np.full(inp["shape"], 100, dtype=inp["dtype"]))
+        it.invoke()
+        interpreters[label] = it
+    samples = {label: [] for label in files}
+    for _ in range(rounds):
+        for label, it in interpreters.items():
+            for _ in range(iters):
+                samples[label].append(time_once(it.invoke))
+    return {label: round(1000 * statistics.median(v), 2) for label, v in samples.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="mobilevit_xxs_keras,vit_cifar")
@@ -299,6 +341,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--xla", action="store_true", help="also time Keras with jit_compile=True")
+    parser.add_argument(
+        "--vitkit-tflite",
+        default="",
+        help="comma-separated .tflite files that `vitkit export` wrote for mobilevit_xxs_keras, timed at batch 1 "
+        "beside the example's own conversion of the Keras model",
+    )
     parser.add_argument(
         "--default-malloc", action="store_true", help="leave glibc's mmap threshold alone (vitkit train raises it)"
     )
@@ -324,6 +372,14 @@ def main() -> None:
                 raise SystemExit(f"{name}: the two sides compute different functions ({diff:.2e}); not timing them")
             results[name] = compare(case, args.batch_size, args.rounds, args.xla, lambda s: print(s, file=sys.stderr))
             results[name]["max_probability_difference"] = diff
+            if args.vitkit_tflite and name == "mobilevit_xxs_keras":
+                keras_file = Path(tmp) / "keras_example.tflite"
+                failure = keras_tflite(case.kmodel, keras_file)
+                files = {} if failure else {"keras (the example's conversion)": keras_file}
+                files.update({f"vitkit {Path(f).name}": Path(f) for f in args.vitkit_tflite.split(",")})
+                results[name]["tflite_batch1_ms"] = tflite_latencies_ms(files, args.threads, args.rounds)
+                if failure:
+                    results[name]["tflite_batch1_ms"]["keras (the example's conversion)"] = f"failed: {failure}"
 
     malloc = "glibc default malloc" if args.default_malloc else "malloc thresholds raised (vitkit train's setting)"
     print(f"\nbatch {args.batch_size}, {args.threads} threads, fp32, {malloc}, median of {args.rounds} rounds")
@@ -338,6 +394,9 @@ def main() -> None:
                 f"{name:22} {label:12} {tr:12.1f} {tr / base['train_img_s']:8.2f} {inf:12.1f} "
                 f"{inf / base['infer_img_s']:8.2f}"
             )
+    for name, rows in results.items():
+        for label, ms in rows.get("tflite_batch1_ms", {}).items():
+            print(f"{name:22} TFLite, batch 1: {label:48} {ms if isinstance(ms, str) else f'{ms:.2f} ms'}")
     env = dict(
         malloc="glibc default" if args.default_malloc else "mmap/trim thresholds 1 GiB",
         torch=torch.__version__,

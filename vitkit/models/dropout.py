@@ -18,6 +18,8 @@ the tensor's device, so ``torch.manual_seed`` makes them reproducible.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,16 +33,17 @@ def drop_threshold(p: float) -> int:
     return round(p * _LEVELS)
 
 
+def _uniforms(n: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``n`` independent int16 uniforms over [-32768, 32767]."""
+    # from=-2^63 and no upper bound: every 64-bit pattern is equally likely, so its four 16-bit lanes are
+    # four independent uniforms
+    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), None)
+    return words.view(torch.int16)[:n]
+
+
 def drop_mask(shape: tuple[int, ...], p: float, device: torch.device | str = "cpu") -> torch.Tensor:
     """A bool tensor, True where an element is dropped, each independently with probability ``drop_threshold(p) / 2^16``."""
-    n = 1
-    for size in shape:
-        n *= size
-    # from=-2^63 and no upper bound: every 64-bit pattern is equally likely, so its four 16-bit lanes are
-    # four independent uniforms over [-32768, 32767]
-    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), None)
-    uniforms = words.view(torch.int16)[:n].view(shape)
-    return uniforms < drop_threshold(p) - _LEVELS // 2
+    return _uniforms(math.prod(shape), device).view(shape) < drop_threshold(p) - _LEVELS // 2
 
 
 def keep_scale(p: float) -> float:
@@ -116,14 +119,19 @@ class _DropoutAttention(torch.autograd.Function):
         q = q.reshape(B * H, Nq, Dh) * Dh**-0.5  # [B, H, N, Dh] -> [BH, N, Dh], pre-scaled
         k = k.reshape(B * H, Nk, Dh)
         v = v.reshape(B * H, Nk, Dv)
-        keep = keep_mask((B * H, Nq, Nk), p)
+        keep = torch.empty(B * H, Nq, Nk, dtype=torch.bool)
+        threshold = drop_threshold(p) - _LEVELS // 2
         out = q.new_empty(B * H, Nq, Dv)
         k_t = k.transpose(1, 2)
         for maps, rows in _blocks(B * H, Nq, Nk):
             attn = torch.softmax(torch.bmm(q[maps, rows], k_t[maps]), dim=-1)
-            attn.mul_(keep[maps, rows])
+            # the mask is drawn block by block, written while in cache rather than streamed in from a whole-layer draw
+            block_keep = keep[maps, rows]
+            torch.ge(_uniforms(block_keep.numel()).view(block_keep.shape), threshold, out=block_keep)
+            attn.mul_(block_keep.view(torch.uint8))
             torch.bmm(attn, v[maps], out=out[maps, rows])
         out.mul_(keep_scale(p))
+        keep = keep.view(torch.uint8)
         ctx.save_for_backward(q, k, v, keep)
         ctx.p = p
         return out.view(B, H, Nq, Dv)  # [BH, N, Dv] -> [B, H, N, Dv]
@@ -137,7 +145,7 @@ class _DropoutAttention(torch.autograd.Function):
         k_t, v_t = k.transpose(1, 2), v.transpose(1, 2)
         for maps, rows in _blocks(B * H, Nq, k.shape[1]):
             attn = torch.softmax(torch.bmm(q[maps, rows], k_t[maps]), dim=-1)  # recomputed, as in the forward
-            mask, g = keep[maps, rows], grad_out[maps, rows]
+            mask, g = keep[maps, rows].to(attn.dtype), grad_out[maps, rows]  # converted once, used twice
             grad_attn = torch.bmm(g, v_t[maps]).mul_(mask)
             grad_scores = torch._softmax_backward_data(grad_attn, attn, -1, attn.dtype)
             grad_v[maps].baddbmm_(attn.mul_(mask).transpose(1, 2), g)
