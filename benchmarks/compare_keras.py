@@ -60,7 +60,7 @@ def keras_modules():
 # --- the keras.io MobileViT example (Sayak Paul), layer for layer ---------------------------------------------
 
 
-def keras_mobilevit(num_classes: int = 5, image_size: int = 256):
+def keras_mobilevit(num_classes: int = 5, image_size: int = 256, dropout: float = 0.1):
     keras, layers = keras_modules()
     patch_size = 4  # the example's "patch": 2x2 pixels
 
@@ -80,10 +80,10 @@ def keras_mobilevit(num_classes: int = 5, image_size: int = 256):
     def transformer(x, depth, dim):
         for _ in range(depth):
             x1 = layers.LayerNormalization(epsilon=1e-6)(x)
-            x2 = layers.Add()([layers.MultiHeadAttention(num_heads=2, key_dim=dim, dropout=0.1)(x1, x1), x])
+            x2 = layers.Add()([layers.MultiHeadAttention(num_heads=2, key_dim=dim, dropout=dropout)(x1, x1), x])
             x3 = layers.LayerNormalization(epsilon=1e-6)(x2)
             for units in (x.shape[-1] * 2, x.shape[-1]):
-                x3 = layers.Dropout(0.1)(layers.Dense(units, activation="swish")(x3))
+                x3 = layers.Dropout(dropout)(layers.Dense(units, activation="swish")(x3))
             x = layers.Add()([x3, x2])
         return x
 

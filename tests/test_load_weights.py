@@ -1,5 +1,6 @@
 """Reading weights files safely and reporting what does not fit, in one sentence."""
 
+import math
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,33 @@ def test_keras_files_are_refused_where_they_cannot_go(tmp_path):
     (tmp_path / "broken.weights.h5").write_bytes(b"not hdf5 at all")
     with pytest.raises(ValueError, match="is not a readable Keras weights file"):
         vitkit.load_weights(vitkit.create_model("mobilevit_xxs_keras", num_classes=5), tmp_path / "broken.weights.h5")
+
+
+def test_one_training_step_reproduces_keras_with_dropout_off():
+    """Keras' own step, recorded by tests/keras_fixtures.py: the example's model without dropout (random on both
+    sides), its weights as Keras wrote them, one Adam step on six photos. vitkit's training-mode loss before and
+    after the step, and its probabilities after it, are Keras'."""
+    import numpy as np
+
+    step = np.load(KERAS / "train_step.npz")
+    images = np.load(KERAS / "expected.npz")["images_nhwc_uint8"]
+    model = vitkit.create_model("mobilevit_xxs_keras", num_classes=5, drop_rate=0.0, attn_drop_rate=0.0)
+    vitkit.load_weights(model, KERAS / "checkpoint.weights.h5")
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    y = torch.from_numpy(step["labels"])
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=0.1)  # Keras: the same on the softmax output
+    # Keras adds epsilon to sqrt(v) before the bias correction, PyTorch after: at step t, Keras' 1e-7 is
+    # PyTorch's 1e-7 / sqrt(1 - 0.999^t), which matters for weights with gradients near epsilon
+    opt = torch.optim.Adam(model.parameters(), lr=0.002, eps=1e-7 / math.sqrt(1 - 0.999))
+    model.train()
+    loss = loss_fn(model(x), y)
+    assert loss.item() == pytest.approx(float(step["loss_before"]), abs=1e-5)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    with torch.no_grad():
+        after = loss_fn(model(x), y).item()
+        probabilities = model.eval()(x).softmax(-1).numpy()
+    assert abs(after - float(step["loss_before"])) > 0.1  # the step moved the model, so matching it means something
+    assert after == pytest.approx(float(step["loss_after"]), abs=1e-4)
+    np.testing.assert_allclose(probabilities, step["probabilities_after"], atol=1e-4, rtol=0)
