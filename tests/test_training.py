@@ -315,3 +315,27 @@ def test_gradient_accumulation_equals_one_larger_batch(tmp_path):
     for k in big:
         torch.testing.assert_close(accumulated[k], big[k], atol=2e-5, rtol=1e-4)
     assert any(not torch.allclose(small[k], big[k], atol=1e-3) for k in big)  # without accumulation: not the same
+
+
+def test_keras_adam_takes_the_steps_keras_documents():
+    """Keras' Adam: m, v as usual; step = lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps), and decoupled
+    weight decay (var -= var * wd * lr) first. Written out here in float64 for five steps of a parameter
+    with gradients near epsilon, where the placement of epsilon shows."""
+    from vitkit.training.optimizers import KerasAdam
+
+    torch.manual_seed(0)
+    grads = [torch.randn(50, dtype=torch.float64) * 1e-6 for _ in range(5)]
+    start = torch.randn(50, dtype=torch.float64)
+    p, plain = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.clone())
+    opt = KerasAdam([p], lr=0.01, eps=1e-7, weight_decay=0.1)
+    plain_opt = torch.optim.AdamW([plain], lr=0.01, eps=1e-7, weight_decay=0.1)
+    expected, m, v = p.detach().clone(), torch.zeros(50, dtype=torch.float64), torch.zeros(50, dtype=torch.float64)
+    for t, g in enumerate(grads, start=1):
+        p.grad, plain.grad = g.clone(), g.clone()
+        opt.step()
+        plain_opt.step()
+        expected -= expected * 0.1 * 0.01
+        m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g * g
+        expected -= 0.01 * (1 - 0.999**t) ** 0.5 / (1 - 0.9**t) * m / (v.sqrt() + 1e-7)
+        torch.testing.assert_close(p.detach(), expected, rtol=1e-12, atol=1e-12)
+    assert (plain.detach() - expected).abs().max() > 1e-3  # PyTorch's own placement takes other steps here

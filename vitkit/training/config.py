@@ -43,7 +43,7 @@ class TrainConfig:
     epochs: int = 5
     batch_size: int = 64
     accumulate: int = 1  # gradient accumulation: one optimizer step every N batches (batch_size * N per step)
-    optimizer: str = "adamw"  # adam | adamw | sgd
+    optimizer: str = "adamw"  # adam | adamw | adam-keras (Keras' epsilon placement) | sgd
     lr: float = 2e-3
     min_lr: float = 0.0
     momentum: float = 0.9  # sgd only
@@ -74,7 +74,7 @@ class TrainConfig:
 
 CHOICES = {
     "augment": AUGMENTATIONS,
-    "optimizer": ("adam", "adamw", "sgd"),
+    "optimizer": ("adam", "adamw", "adam-keras", "sgd"),
     "schedule": ("cosine", "constant"),
     "amp": ("auto", "bf16", "fp16", "none"),
     "interpolation": INTERPOLATIONS,

@@ -26,7 +26,7 @@ from vitkit.inference.metrics import ClassificationMeter
 from vitkit.models import create_model, get_model_spec
 from vitkit.preprocess import Preprocess
 from vitkit.progress import progress
-from vitkit.training import distributed
+from vitkit.training import distributed, optimizers
 from vitkit.training.config import TrainConfig, build_config
 from vitkit.training.defaults import resolve_hflip, resolve_preprocess, train_side
 from vitkit.training.memory import keep_freed_memory
@@ -298,18 +298,7 @@ def save(run: Run, record: dict, is_best: bool) -> None:
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    # no weight decay on norms, biases, class token and position embedding (as timm and the paper do)
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (no_decay if p.ndim <= 1 or name in ("pos_embed", "cls_token") else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr)
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr)
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
-    raise ValueError(f"Unknown optimizer '{cfg.optimizer}'; choose adam, adamw or sgd.")
+    return optimizers.build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
