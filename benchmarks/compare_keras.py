@@ -23,7 +23,7 @@ round so that drift on a noisy machine hits all alike:
 The process raises glibc's mmap threshold as ``vitkit train`` does (``vitkit.training.memory``), which
 applies to TensorFlow's allocations too; ``--default-malloc`` leaves it alone. ``--xla`` adds Keras with
 ``jit_compile=True`` (XLA) for training and inference. ``--vitkit-tflite`` times files that ``vitkit export``
-wrote for ``mobilevit_xxs_keras`` beside the Keras model converted the example's way (dynamic-range
+wrote for these presets beside the Keras model converted the example's way (dynamic-range
 quantization, Flex ops allowed), all at batch 1 with TensorFlow's interpreter. Prints a table, then one JSON
 line.
 """
@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 import vitkit
+from vitkit.export.api import read_sidecar
 from vitkit.models import fuse
 from vitkit.training.memory import keep_freed_memory
 from vitkit.utils import quiet_output
@@ -314,24 +315,28 @@ def keras_tflite(kmodel, path: Path) -> str | None:
         return f"{type(e).__name__}: {str(e).strip().splitlines()[0][:100]}"
 
 
-def tflite_latencies_ms(files: dict[str, Path], threads: int, rounds: int, iters: int = 20) -> dict[str, float]:
-    """Median batch-1 latency of each file under TensorFlow's interpreter (which runs Flex ops too), interleaved."""
+def tflite_latencies_ms(files: dict[str, Path], threads: int, rounds: int, iters: int = 20) -> dict[str, float | str]:
+    """Median batch-1 latency of each file under TensorFlow's interpreter, interleaved; why, for a file it cannot run."""
     import tensorflow as tf
 
-    interpreters = {}
+    interpreters, failed = {}, {}
     for label, path in files.items():
-        it = tf.lite.Interpreter(model_path=str(path), num_threads=threads)
-        it.allocate_tensors()
-        inp = it.get_input_details()[0]
-        it.set_tensor(inp["index"], np.full(inp["shape"], 100, dtype=inp["dtype"]))
-        it.invoke()
+        try:
+            it = tf.lite.Interpreter(model_path=str(path), num_threads=threads)
+            it.allocate_tensors()
+            inp = it.get_input_details()[0]
+            it.set_tensor(inp["index"], np.full(inp["shape"], 100, dtype=inp["dtype"]))
+            it.invoke()
+        except (RuntimeError, ValueError) as e:  # e.g. Flex ops, which this interpreter does not link
+            failed[label] = f"failed: {str(e).strip().splitlines()[-1][:140]}"
+            continue
         interpreters[label] = it
-    samples = {label: [] for label in files}
+    samples = {label: [] for label in interpreters}
     for _ in range(rounds):
         for label, it in interpreters.items():
             for _ in range(iters):
                 samples[label].append(time_once(it.invoke))
-    return {label: round(1000 * statistics.median(v), 2) for label, v in samples.items()}
+    return {**{label: round(1000 * statistics.median(v), 2) for label, v in samples.items()}, **failed}
 
 
 def main() -> None:
@@ -344,8 +349,8 @@ def main() -> None:
     parser.add_argument(
         "--vitkit-tflite",
         default="",
-        help="comma-separated .tflite files that `vitkit export` wrote for mobilevit_xxs_keras, timed at batch 1 "
-        "beside the example's own conversion of the Keras model",
+        help="comma-separated .tflite files that `vitkit export` wrote (for mobilevit_xxs_keras or vit_cifar, as "
+        "their JSON says), timed at batch 1 beside the Keras model converted the example's way",
     )
     parser.add_argument(
         "--default-malloc", action="store_true", help="leave glibc's mmap threshold alone (vitkit train raises it)"
@@ -372,11 +377,12 @@ def main() -> None:
                 raise SystemExit(f"{name}: the two sides compute different functions ({diff:.2e}); not timing them")
             results[name] = compare(case, args.batch_size, args.rounds, args.xla, lambda s: print(s, file=sys.stderr))
             results[name]["max_probability_difference"] = diff
-            if args.vitkit_tflite and name == "mobilevit_xxs_keras":
-                keras_file = Path(tmp) / "keras_example.tflite"
+            ours = [Path(f) for f in args.vitkit_tflite.split(",") if f and read_sidecar(f)[1]["model"] == name]
+            if ours:
+                keras_file = Path(tmp) / f"{name}_keras.tflite"
                 failure = keras_tflite(case.kmodel, keras_file)
                 files = {} if failure else {"keras (the example's conversion)": keras_file}
-                files.update({f"vitkit {Path(f).name}": Path(f) for f in args.vitkit_tflite.split(",")})
+                files.update({f"vitkit {f.name}": f for f in ours})
                 results[name]["tflite_batch1_ms"] = tflite_latencies_ms(files, args.threads, args.rounds)
                 if failure:
                     results[name]["tflite_batch1_ms"]["keras (the example's conversion)"] = f"failed: {failure}"
