@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save
@@ -132,3 +133,35 @@ def test_local_files_and_names_that_are_neither(tmp_path):
     assert resolve(str(weights)).weights == weights and not is_hub_name(str(weights))
     with pytest.raises(FileNotFoundError, match="give a file, or a Hugging Face Hub name"):
         resolve(str(tmp_path / "missing.pt"))
+
+
+def test_predict_takes_a_hub_name_and_prints_the_released_classes(hub, apple_model, tmp_path, capsys):
+    """`vitkit predict apple/mobilevit-xx-small photo.jpg`: the released model's class names, and the class
+    the released model itself gives those pixels (BGR, as Apple trained it)."""
+    from tests.serving import sample_photos
+    from vitkit.inference.predict import Classifier
+    from vitkit.preprocess import normalize
+
+    photo = sample_photos(tmp_path / "photos")[0]
+    assert main(["predict", APPLE, str(photo), "--top-k", "2"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    top = line.split(": ", 1)[1].split(" ")[0:2]  # "tabby cat 51.2%, ..." -> the first name's words
+    classifier = Classifier(APPLE, "cpu")
+    pixels = classifier.pixels(photo)[None]
+    with torch.no_grad():
+        theirs = apple_model(pixel_values=normalize(pixels, classifier.preprocess).flip(1)).logits
+    expected = apple_model.config.id2label[int(theirs.argmax())]
+    assert " ".join(top).startswith(expected), line
+    assert classifier.class_names == ["tabby cat", "golden retriever", "daisy"]
+    from vitkit.serve.backends import torch_model, verified_exports  # what `vitkit serve NAME` holds
+
+    assert verified_exports(APPLE) == []  # the automatic backend choice finds no exported files, so torch
+    served = torch_model(APPLE, "cpu")
+    assert served.source == APPLE and served.class_names == classifier.class_names
+    np.testing.assert_allclose(served.run(pixels), classifier.probabilities(pixels).numpy(), atol=1e-6)
+
+
+def test_a_missing_relative_path_is_not_mistaken_for_a_repository(hub, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["predict", "runs/missing", "photo.jpg"]) != 0
+    assert "No checkpoint or run folder at runs/missing, and no repository runs/missing" in capsys.readouterr().err

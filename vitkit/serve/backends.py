@@ -64,7 +64,7 @@ def torch_model(checkpoint: str | Path, device: str = "auto") -> ServedModel:
         name=meta["model"],
         version=digest(Path(meta["_folder"]) / meta["weights"]),
         backend="torch" if classifier.device.type == "cpu" else f"torch ({classifier.device})",
-        source=str(resolve_checkpoint(checkpoint)),
+        source=meta.get("source") or str(resolve_checkpoint(checkpoint)),  # a hub name, or the checkpoint's JSON
         class_names=classifier.class_names,
         preprocess=classifier.preprocess,
         run=lambda pixels: classifier.probabilities(pixels).numpy(),
@@ -101,7 +101,10 @@ def verified_exports(checkpoint: str | Path) -> list[Path]:
     """Float exports of this checkpoint that vitkit export verified, newer than its weights, in its folder: a file
     left from an earlier run in the same folder, or with other classes or preprocessing, is not one."""
     from vitkit.checkpoint import read_meta
+    from vitkit.inference.runtime import names_released_weights
 
+    if names_released_weights(checkpoint):  # released weights have no exports beside them
+        return []
     meta = read_meta(checkpoint)
     folder = Path(meta["_folder"])
     weights_time = (folder / meta["weights"]).stat().st_mtime
