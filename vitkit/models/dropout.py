@@ -67,8 +67,8 @@ class _KeepScale(torch.autograd.Function):
 
 
 def keep_mask(shape: tuple[int, ...], p: float) -> torch.Tensor:
-    """0/1 uint8: 1 where an element is kept."""
-    return drop_mask(shape, p).logical_not_().view(torch.uint8)
+    """0/1 uint8: 1 where an element is kept (the complement of ``drop_mask`` for the same draws, in one pass)."""
+    return (_uniforms(math.prod(shape)).view(shape) >= drop_threshold(p) - _LEVELS // 2).view(torch.uint8)
 
 
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:

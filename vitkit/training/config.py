@@ -15,6 +15,7 @@ import yaml
 from vitkit.data.transforms import AUGMENTATIONS
 from vitkit.errors import OptionError
 from vitkit.preprocess import INTERPOLATIONS, RESIZE_MODES
+from vitkit.training.optimizers import OPTIMIZERS
 
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "recipes"
 
@@ -74,7 +75,7 @@ class TrainConfig:
 
 CHOICES = {
     "augment": AUGMENTATIONS,
-    "optimizer": ("adam", "adamw", "adam-keras", "sgd"),
+    "optimizer": OPTIMIZERS,
     "schedule": ("cosine", "constant"),
     "amp": ("auto", "bf16", "fp16", "none"),
     "interpolation": INTERPOLATIONS,
