@@ -13,6 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from vitkit.data import autoaugment
 from vitkit.preprocess import Preprocess, eval_pixels, normalize, resize_square
 
 AUGMENTATIONS = ("resize-crop-flip", "keras-vit", "random-resized-crop", "none")
@@ -80,6 +81,32 @@ def random_resized_crop_theta(
     return theta
 
 
+def random_erasing(
+    x: torch.Tensor, generator: torch.Generator, probability: float, area=(0.02, 1 / 3), log_ratio=(0.3, 3.3)
+) -> torch.Tensor:
+    """Random erasing (Zhong et al. 2020) on a normalized batch, as timm's ``RandomErasing(mode="pixel")``: with
+    ``probability``, one rectangle per image (``area`` share of it, aspect ratio log-uniform in ``log_ratio``)
+    becomes per-pixel normal noise. Where timm redraws a rectangle that does not fit (up to ten times), this
+    clips it to the image, so the draw count does not depend on the image.
+    """
+    B, _, H, W = x.shape
+    erase = torch.rand(B, generator=generator) < probability
+    share = area[0] + torch.rand(B, generator=generator) * (area[1] - area[0])
+    low, high = math.log(log_ratio[0]), math.log(log_ratio[1])
+    aspect = torch.exp(low + torch.rand(B, generator=generator) * (high - low))
+    h = torch.sqrt(share * H * W * aspect).round().clamp(1, H)
+    w = torch.sqrt(share * H * W / aspect).round().clamp(1, W)
+    top = (torch.rand(B, generator=generator) * (H - h + 1)).floor()
+    left = (torch.rand(B, generator=generator) * (W - w + 1)).floor()
+    rows = torch.arange(H)[None, :]  # [1, H] against [B, 1] bounds
+    cols = torch.arange(W)[None, :]
+    in_rows = (rows >= top[:, None]) & (rows < (top + h)[:, None])
+    in_cols = (cols >= left[:, None]) & (cols < (left + w)[:, None])
+    mask = (in_rows[:, :, None] & in_cols[:, None, :] & erase[:, None, None])[:, None]  # [B, 1, H, W]
+    noise = torch.randn(x.shape, generator=generator)
+    return torch.where(mask.to(x.device), noise.to(x), x)
+
+
 class BatchTransform:
     """uint8 [B, 3, H, W] -> normalized float [B, 3, S, S] for training, in the memory order the model runs in.
 
@@ -87,6 +114,8 @@ class BatchTransform:
     ``preprocess.resize_size`` the crops have the scale of evaluation's centre crop);
     ``keras-vit`` and ``random-resized-crop`` are affine maps; ``none`` is exactly evaluation's geometry.
     ``hflip`` mirrors half of the images (all three random pipelines).
+    Then, on the cropped pixels, ``auto_augment`` (``randaugment``: ``ops`` operations at ``magnitude`` of 30,
+    or ``trivialaugment``), and after normalization ``erasing``: the probability of random erasing per image.
     """
 
     def __init__(
@@ -96,18 +125,39 @@ class BatchTransform:
         train_side: int | None = None,
         hflip: bool = True,
         channels_last: bool = False,
+        auto_augment: str = "none",
+        ops: int = 2,
+        magnitude: int = 9,
+        erasing: float = 0.0,
     ):
         if augment not in AUGMENTATIONS:
             raise ValueError(f"Unknown augmentation '{augment}'; choose one of {', '.join(AUGMENTATIONS)}.")
+        if auto_augment not in autoaugment.POLICIES:
+            raise ValueError(f"Unknown auto_augment '{auto_augment}'; choose one of {', '.join(autoaugment.POLICIES)}.")
         self.preprocess, self.augment = preprocess, augment
+        self.auto_augment, self.ops, self.magnitude, self.erasing = auto_augment, ops, magnitude, erasing
+        self.fill = tuple(255 * m for m in preprocess.mean)  # geometric operations fill with the mean colour
         self.train_side, self.hflip = train_side or preprocess.resize_size, hflip
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format  # the model's
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        p, S = self.preprocess, self.preprocess.input_size
+        p = self.preprocess
         if self.augment == "none":
-            return normalize(eval_pixels(images, p), p, self.memory_format)
-        x = images.float()
+            x = eval_pixels(images, p).float()
+        else:
+            x = self.geometry(images.float(), generator)
+        if self.auto_augment == "randaugment":
+            x = autoaugment.rand_augment(x, generator, self.ops, self.magnitude, self.fill)
+        elif self.auto_augment == "trivialaugment":
+            x = autoaugment.trivial_augment(x, generator, self.fill)
+        x = normalize(x, p, self.memory_format)
+        if self.erasing > 0:
+            x = random_erasing(x, generator, self.erasing)
+        return x
+
+    def geometry(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """float [B, 3, H, W] -> float [B, 3, S, S], values 0-255: the random crop, scale and flip."""
+        p, S = self.preprocess, self.preprocess.input_size
         if self.augment == "resize-crop-flip":  # the keras.io MobileViT pipeline: resize 280, crop 256, flip
             x = resize_square(x, self.train_side, p.resize_mode, p.interpolation)
             x = random_hflip(random_crop(x, S, generator), generator, self.hflip)
@@ -116,4 +166,4 @@ class BatchTransform:
             x = affine(resize_square(x, S, p.resize_mode, p.interpolation), theta, S)
         elif self.augment == "random-resized-crop":  # the paper's ImageNet pipeline
             x = affine(x, random_resized_crop_theta(len(x), generator, hflip=self.hflip), S)
-        return normalize(x, p, self.memory_format)
+        return x

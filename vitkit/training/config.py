@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from vitkit.data.autoaugment import MAX_MAGNITUDE, OPS, POLICIES
 from vitkit.data.transforms import AUGMENTATIONS
 from vitkit.errors import OptionError
 from vitkit.preprocess import INTERPOLATIONS, RESIZE_MODES
@@ -38,6 +39,13 @@ class TrainConfig:
     resize_mode: str | None = None  # shorter (side, then centre crop) | squash; default: the model's
     mean: list[float] | None = None  # normalisation; default: the model's
     std: list[float] | None = None  # e.g. 0.5,0.5,0.5; default: the model's
+    auto_augment: str = "none"  # none | randaugment | trivialaugment: operations drawn per image, after the crop
+    auto_augment_ops: int = 2  # randaugment: operations per image
+    auto_augment_magnitude: int = 9  # randaugment: their strength, 0-30
+    random_erasing: float = 0.0  # share of images with one rectangle erased to noise (timm's --reprob)
+    mixup: float = 0.0  # mixup's Beta alpha (timm uses 0.8); 0: off
+    cutmix: float = 0.0  # cutmix's Beta alpha (timm uses 1.0); 0: off; with both on, each batch uses one
+    class_balanced: bool = False  # draw each epoch with replacement, every class equally often
     val_fraction: float | None = None  # held out by a seeded split: default 0.2 for digits, 0.1 for a folder
     workers: int = 0  # processes decoding images; 0: one per core, up to 8
     # optimisation
@@ -46,6 +54,7 @@ class TrainConfig:
     accumulate: int = 1  # gradient accumulation: one optimizer step every N batches (batch_size * N per step)
     optimizer: str = "adamw"  # adam | adamw | adam-keras (Keras' epsilon placement) | sgd
     lr: float = 2e-3
+    lr_base_batch: int | None = None  # lr is for this batch; scaled to the real one (sgd linearly, others by sqrt)
     min_lr: float = 0.0
     momentum: float = 0.9  # sgd only
     weight_decay: float = 0.01
@@ -75,6 +84,7 @@ class TrainConfig:
 
 CHOICES = {
     "augment": AUGMENTATIONS,
+    "auto_augment": POLICIES,
     "optimizer": OPTIMIZERS,
     "schedule": ("cosine", "constant"),
     "amp": ("auto", "bf16", "fp16", "none"),
@@ -88,6 +98,12 @@ RANGES = {
     "accumulate": (1, 4096, True, True),
     "image_size": (16, 4096, True, True),
     "lr": (0, 10, False, True),
+    "lr_base_batch": (1, 1 << 24, True, True),
+    "auto_augment_ops": (1, len(OPS), True, True),
+    "auto_augment_magnitude": (0, MAX_MAGNITUDE, True, True),
+    "random_erasing": (0, 1, True, True),
+    "mixup": (0, 100, True, True),
+    "cutmix": (0, 100, True, True),
     "min_lr": (0, 10, True, True),
     "momentum": (0, 1, True, False),
     "weight_decay": (0, 10, True, True),

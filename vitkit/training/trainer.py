@@ -30,6 +30,7 @@ from vitkit.training import distributed, optimizers
 from vitkit.training.config import TrainConfig, build_config
 from vitkit.training.defaults import resolve_hflip, resolve_preprocess, train_side
 from vitkit.training.memory import keep_freed_memory
+from vitkit.training.mixing import MixUpCutMix
 from vitkit.training.runs import prepare_output, resume_config
 from vitkit.utils import atomic_write_text
 
@@ -105,6 +106,7 @@ class Run:
     ema: nn.Module | None
     amp_dtype: torch.dtype | None
     train_tf: BatchTransform
+    mix: MixUpCutMix | None
     eval_batch_size: int
     start_epoch: int = 0
     history: list[dict] = field(default_factory=list)
@@ -200,7 +202,13 @@ def setup(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device, lo
     if channels_last:
         model.to(memory_format=torch.channels_last)
 
-    optimizer = build_optimizer(model, cfg)
+    lr = scaled_lr(cfg, info.world_size)
+    if lr != cfg.lr:
+        log(
+            f"  lr {cfg.lr:g} for batch {cfg.lr_base_batch} -> {lr:.4g} for batch "
+            f"{cfg.batch_size * cfg.accumulate * info.world_size} ({'linear' if cfg.optimizer == 'sgd' else 'square-root'} rule)"
+        )
+    optimizer = optimizers.build_optimizer(model, cfg.optimizer, lr, cfg.weight_decay, cfg.momentum)
     batches_per_epoch = math.ceil((len(data.train) // info.world_size) / cfg.batch_size)
     scheduler = build_scheduler(optimizer, cfg, math.ceil(batches_per_epoch / cfg.accumulate))  # optimizer steps
     ema = None
@@ -227,7 +235,12 @@ def setup(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device, lo
     return Run(
         cfg, info, device, out, data, model, train_model, model_args, preprocess, optimizer, scheduler,
         torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16), ema, amp_dtype,
-        train_tf=BatchTransform(preprocess, cfg.augment, side, hflip, channels_last),
+        train_tf=BatchTransform(
+            preprocess, cfg.augment, side, hflip, channels_last,
+            cfg.auto_augment, cfg.auto_augment_ops, cfg.auto_augment_magnitude, cfg.random_erasing,
+        ),
+        mix=MixUpCutMix(data.num_classes, cfg.mixup, cfg.cutmix, cfg.label_smoothing)
+        if cfg.mixup > 0 or cfg.cutmix > 0 else None,
         eval_batch_size=cfg.batch_size * 2,
     )  # fmt: skip
 
@@ -297,8 +310,14 @@ def save(run: Run, record: dict, is_best: bool) -> None:
     write_history(run.history, run.out)
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    return optimizers.build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
+def scaled_lr(cfg: TrainConfig, world_size: int) -> float:
+    """``cfg.lr``, or, with ``lr_base_batch``, the rate for the batch each optimizer step really averages over
+    (batch x accumulate x processes): linear in the batch for SGD (Goyal et al. 2017), its square root for the
+    adaptive optimizers (as timm's train.py, ``--lr-base-scale``). ``min_lr`` keeps its ratio to it."""
+    if not cfg.lr_base_batch:
+        return cfg.lr
+    ratio = cfg.batch_size * cfg.accumulate * world_size / cfg.lr_base_batch
+    return cfg.lr * (ratio if cfg.optimizer == "sgd" else math.sqrt(ratio))
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
@@ -332,12 +351,21 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
     raise ValueError(f"Unknown --amp '{amp}'; choose auto, bf16, fp16 or none.")
 
 
-def shard_batches(
-    n: int, batch_size: int, generator: torch.Generator, info: distributed.DistInfo
-) -> list[torch.Tensor]:
-    """Batches of indices for this process: a shared shuffled order, every world_size-th index, in equal shards
-    so that every process takes the same number of steps."""
-    order = torch.randperm(n, generator=generator)[: n // info.world_size * info.world_size]
+def epoch_order(labels: torch.Tensor, generator: torch.Generator, class_balanced: bool = False) -> torch.Tensor:
+    """One epoch's sample indices: a permutation, or (``class_balanced``) as many draws with replacement, each
+    class equally likely and the images within a class too."""
+    if not class_balanced:
+        return torch.randperm(len(labels), generator=generator)
+    counts = torch.bincount(labels)
+    weights = 1.0 / counts[labels].double()
+    return torch.multinomial(weights, len(labels), replacement=True, generator=generator)
+
+
+def shard_batches(order: torch.Tensor, batch_size: int, info: distributed.DistInfo) -> list[torch.Tensor]:
+    """Batches of indices for this process: a shared order, every world_size-th index, in equal shards so that
+    every process takes the same number of steps."""
+    n = len(order)
+    order = order[: n // info.world_size * info.world_size]
     mine = order[info.rank :: info.world_size]
     return list(mine.split(batch_size))
 
@@ -361,18 +389,22 @@ def train_one_epoch(run: Run, epoch: int) -> ClassificationMeter:
     augment_gen = torch.Generator().manual_seed(seed_for(cfg.seed, epoch, 1 + info.rank))
     torch.manual_seed(seed_for(cfg.seed, epoch, 1000 + info.rank))  # dropout
     meter = ClassificationMeter(run.model.num_classes, device)
-    batches = shard_batches(len(data), cfg.batch_size, order_gen, info)
+    batches = shard_batches(epoch_order(data.labels, order_gen, cfg.class_balanced), cfg.batch_size, info)
     groups = accumulation_groups(batches, cfg.accumulate)
     bar = progress(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", enabled=info.is_main)
     for step, idx in enumerate(bar):
         first, last, group_size = groups[step]
         x = run.train_tf(data.images[idx].to(device, non_blocking=True), augment_gen)
         y = data.labels[idx].to(device, non_blocking=True)
+        target = y
+        if run.mix is not None:  # soft targets; the meter still scores each image against its own label
+            x, target = run.mix(x, y, augment_gen)
         sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
         with sync:  # DDP averages gradients across processes once per optimizer step, not per batch
             with torch.autocast(device.type, dtype=run.amp_dtype or torch.float32, enabled=run.amp_dtype is not None):
                 logits = model(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+            smoothing = cfg.label_smoothing if run.mix is None else 0.0  # mixed targets are smoothed already
+            loss = F.cross_entropy(logits.float(), target, label_smoothing=smoothing)
             check_finite(loss, epoch, step, cfg, info)
             if first:
                 run.optimizer.zero_grad(set_to_none=True)
