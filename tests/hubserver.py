@@ -67,3 +67,32 @@ class HubServer:
 
     def downloads(self, filename: str) -> int:
         return sum(1 for method, path in self.requests if method == "GET" and path.endswith("/" + filename))
+
+
+class FileServer(HubServer):
+    """Plain files at fixed paths, as a release server such as ml-cvnets' (docs-assets.developer.apple.com)
+    lays them out: ``GET /ml-research/models/cvnets/classification/mobilevit_xxs.pt``."""
+
+    def __init__(self, files: dict[str, bytes]):
+        self.files = files  # {"/path/file.pt": content}
+        super().__init__({})
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                server.requests.append((self.command, self.path))
+                content = server.files.get(self.path)
+                if content is None:
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(content)))
+                self.end_headers()
+                self.wfile.write(content[: len(content) // 2] if self.path in server.truncate else content)
+
+        self.server.RequestHandlerClass = Handler

@@ -131,7 +131,7 @@ def test_local_files_and_names_that_are_neither(tmp_path):
     weights = tmp_path / "w.safetensors"
     weights.write_bytes(save({"x": torch.zeros(1)}))
     assert resolve(str(weights)).weights == weights and not is_hub_name(str(weights))
-    with pytest.raises(FileNotFoundError, match="give a file, or a Hugging Face Hub name"):
+    with pytest.raises(FileNotFoundError, match="give a file, a URL, or a Hugging Face Hub name"):
         resolve(str(tmp_path / "missing.pt"))
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import http.client
 import os
 import shutil
 import tarfile
@@ -83,9 +84,13 @@ def download_file(remote: RemoteFile, dest_dir: Path) -> Path:
 
             total = int(response.headers.get("Content-Length") or 0) or None
             with progress(total=total, unit="B", desc=remote.filename, unit_scale=True) as bar:
+                received = 0
                 for block in iter(lambda: response.read(1 << 20), b""):
                     out.write(block)
                     bar.update(len(block))
+                    received += len(block)
+        if total is not None and received != total:  # the server closed before the length it promised
+            raise http.client.IncompleteRead(b"", total - received)
         if not _verified(tmp, remote):
             raise ValueError(
                 f"{remote.url} arrived with the wrong checksum (corrupt or changed upstream); try again later."
@@ -96,6 +101,11 @@ def download_file(remote: RemoteFile, dest_dir: Path) -> Path:
             raise _cannot_write(dest_dir, e) from None
         raise ValueError(
             f"Could not download {remote.url} ({e}); check the network or place the file in {dest_dir}."
+        ) from None
+    except http.client.HTTPException as e:  # IncompleteRead: the server closed before the promised length
+        raise ValueError(
+            f"Could not download {remote.url} ({type(e).__name__}: the transfer was cut short); nothing was kept, "
+            "try again."
         ) from None
     finally:
         if tmp is not None:

@@ -76,7 +76,8 @@ def load_released(name: str) -> tuple[nn.Module, dict]:
     weights = resolve(name)
     if weights.preset is None:
         raise ValueError(
-            f"{name}'s config.json does not say which vitkit model its weights fit; load them in Python with "
+            f"{name} does not say which vitkit model its weights fit (no config.json, or one vitkit cannot read); "
+            "load them in Python with "
             f'vitkit.create_model(MODEL, pretrained="{name}").'
         )
     model = create_model(weights.preset, pretrained=name).eval()

@@ -1,5 +1,6 @@
 """Released weights by name: ``timm/mobilevit_xxs.cvnets_in1k``, ``apple/mobilevit-xx-small``,
-``google/vit-base-patch16-224`` (a Hugging Face Hub repository, optionally ``@revision``), or a local file.
+``google/vit-base-patch16-224`` (a Hugging Face Hub repository, optionally ``@revision``), a URL such as
+ml-cvnets' release files (``vitkit.weights.urls``), or a local file.
 
 Downloads go through huggingface_hub: its cache (``HF_HOME``), its offline mode (``HF_HUB_OFFLINE=1``), its
 endpoint setting (``HF_ENDPOINT``), revision pinning, and its atomic writes (a file is renamed into the
@@ -33,16 +34,31 @@ class Pretrained:
 
 
 def is_hub_name(spec: str) -> bool:
-    return not Path(spec).exists() and HUB_NAME.match(spec) is not None
+    from vitkit.weights.urls import is_url
+
+    return is_url(spec) or (not Path(spec).exists() and HUB_NAME.match(spec) is not None)
+
+
+def imagenet_classes() -> list[str]:
+    """The 1,000 ImageNet-1k (ILSVRC 2012) class names in class-index order: WordNet's lemmas of the sorted
+    synset IDs, as transformers' ``id2label`` and timm's ``ImageNetInfo`` give them."""
+    return (Path(__file__).parent / "imagenet1k_classes.txt").read_text().splitlines()
 
 
 def resolve(spec: str | os.PathLike) -> Pretrained:
-    """A local weights file as it is, or a hub repository's weights (downloaded once, then from the cache)."""
+    """A local weights file as it is, or a hub repository's or URL's weights (downloaded once, then cached)."""
+    from vitkit.weights.urls import cvnets_release, download_weights, is_url
+
     spec = str(spec)
+    if is_url(spec):
+        preset, bgr = cvnets_release(spec)
+        names = imagenet_classes() if preset else []  # every ml-cvnets classification release is ImageNet-1k
+        return Pretrained(download_weights(spec), preset, names, bgr, spec)
     if not is_hub_name(spec):
         if not Path(spec).exists():
             raise FileNotFoundError(
-                f"No weights at {spec}: give a file, or a Hugging Face Hub name such as apple/mobilevit-xx-small."
+                f"No weights at {spec}: give a file, a URL, or a Hugging Face Hub name such as "
+                "apple/mobilevit-xx-small."
             )
         return Pretrained(Path(spec), source=spec)
     match = HUB_NAME.match(spec)
@@ -63,7 +79,15 @@ def resolve(spec: str | os.PathLike) -> Pretrained:
     if config.get("model_type", "").startswith("mobilevit"):  # Apple's weights, as transformers ships them
         processor = _download(repo, "preprocessor_config.json", revision, missing_ok=True)
         bgr = processor is not None and bool(json.loads(processor.read_text()).get("do_flip_channel_order", False))
-    return Pretrained(weights, infer_preset(config), class_names(config), bgr, spec)
+    names = class_names(config) or (imagenet_classes() if _imagenet_1k(config) else [])
+    return Pretrained(weights, infer_preset(config), names, bgr, spec)
+
+
+def _imagenet_1k(config: dict) -> bool:
+    """A timm config without class names whose weights were trained on ImageNet-1k (tags such as cvnets_in1k,
+    augreg_in21k_ft_in1k): their 1,000 outputs are ImageNet-1k's classes."""
+    tag = config.get("pretrained_cfg", {}).get("tag", "")
+    return config.get("num_classes") == 1000 and (tag.endswith("in1k") or not tag)
 
 
 def _download(repo: str, filename: str, revision: str | None, missing_ok: bool = False) -> Path | None:
