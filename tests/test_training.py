@@ -10,12 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 import vitkit
+from tests.conftest import randomize_
 from tests.imagegen import make_image_folder
 from vitkit.checkpoint import load_model
 from vitkit.cli.main import main
+from vitkit.errors import OptionError
 from vitkit.training import TrainingDiverged, build_config
 from vitkit.training.config import RECIPE_DIR
 
@@ -206,6 +208,7 @@ def test_two_process_torchrun_on_cpu(tmp_path):
 def test_every_shipped_recipe_is_valid():
     names = sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
     assert {"flowers_mobilevit_xxs_keras", "flowers_mobilevit_xxs", "cifar10_vit", "fashion_mnist_mobilevit_xxs",
+            "flowers_finetune_mobilevit_xxs", "flowers_finetune_vit_b16",
             "digits_quickstart"} <= set(names)  # fmt: skip
     for name in names:
         config = build_config(name)
@@ -339,3 +342,23 @@ def test_keras_adam_takes_the_steps_keras_documents():
         expected -= 0.01 * (1 - 0.999**t) ** 0.5 / (1 - 0.9**t) * m / (v.sqrt() + 1e-7)
         torch.testing.assert_close(p.detach(), expected, rtol=1e-12, atol=1e-12)
     assert (plain.detach() - expected).abs().max() > 1e-3  # PyTorch's own placement takes other steps here
+
+
+def test_frozen_epochs_train_only_the_head_then_everything(tmp_path):
+    """Fine-tuning from released weights: during --freeze-epochs every feature weight and BatchNorm statistic
+    stays exactly as released and only the new head trains; a resumed run past them trains the features too."""
+    released = tmp_path / "released.safetensors"
+    save_file(randomize_(vitkit.create_model("mobilevit_xxs", num_classes=1000)).state_dict(), released)
+    common = dict(model="mobilevit_xxs", data="digits", image_size=32, batch_size=64, pretrained=str(released),
+                  freeze_epochs=1, output=str(tmp_path / "run"))  # fmt: skip
+    vitkit.train(**common, epochs=1)
+    start, probed = load_file(released), load_file(tmp_path / "run" / "last.safetensors")
+    features = [k for k in probed if not k.startswith("head.") and "num_batches_tracked" not in k]
+    assert all(torch.equal(probed[k], start[k]) for k in features)
+    assert probed["head.weight"].shape == (10, 320)
+    vitkit.train(resume=str(tmp_path / "run"), epochs=2)
+    tuned = load_file(tmp_path / "run" / "last.safetensors")
+    assert not torch.equal(tuned["stem.conv.weight"], start["stem.conv.weight"])
+    assert not torch.equal(tuned["head.weight"], probed["head.weight"])
+    with pytest.raises(OptionError, match="give --pretrained too"):
+        vitkit.train(model="mobilevit_xxs", data="digits", freeze_epochs=1)

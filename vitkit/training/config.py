@@ -27,7 +27,8 @@ class TrainConfig:
     model: str = "mobilevit_xxs"
     data: str = "digits"
     model_args: dict[str, Any] = field(default_factory=dict)  # preset overrides, e.g. {drop_rate: 0.1}
-    pretrained: str | None = None  # weights to start from: a file, or a hub name (apple/mobilevit-xx-small)
+    pretrained: str | None = None  # weights to start from: a file, a URL or a hub name (apple/mobilevit-xx-small)
+    freeze_epochs: int = 0  # with pretrained: train only the new head for this many epochs, features frozen
     output: str | None = None  # default: runs/<model>-<data>
     # data pipeline (None: chosen by vitkit.training.defaults, from the model and the data, and printed)
     image_size: int | None = None  # default: fits the data (2x its images' side, 64 at least, the model's at most)
@@ -94,6 +95,7 @@ CHOICES = {
 # (lowest, highest, lowest included, highest included) for every numeric option; None: no bound
 RANGES = {
     "epochs": (1, 100_000, True, True),
+    "freeze_epochs": (0, 100_000, True, True),
     "batch_size": (1, 65_536, True, True),
     "accumulate": (1, 4096, True, True),
     "image_size": (16, 4096, True, True),
@@ -147,6 +149,10 @@ def check_config(cfg: TrainConfig) -> None:
             raise OptionError(name, f"takes one of {', '.join(choices)}, not '{value}'.")
     if cfg.min_lr > cfg.lr:
         raise OptionError("min_lr", f"({cfg.min_lr}) must not exceed lr ({cfg.lr}).")
+    if cfg.freeze_epochs and not cfg.pretrained:
+        raise OptionError("freeze_epochs", "keeps pretrained features fixed: give --pretrained too, or leave it out.")
+    if cfg.freeze_epochs > cfg.epochs:  # equal: a linear probe, the features never trained
+        raise OptionError("freeze_epochs", f"({cfg.freeze_epochs}) must not exceed epochs ({cfg.epochs}).")
     if cfg.warmup_epochs > cfg.epochs:
         raise OptionError("warmup_epochs", f"({cfg.warmup_epochs}) must not exceed epochs ({cfg.epochs}).")
     for name in ("mean", "std"):

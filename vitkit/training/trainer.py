@@ -220,7 +220,9 @@ def setup(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device, lo
     train_model: nn.Module = model
     if info.enabled:
         train_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=cfg.freeze_epochs > 0,  # frozen features receive no gradient
         )
     if cfg.compile:
         train_model = torch.compile(train_model)
@@ -385,6 +387,7 @@ def train_one_epoch(run: Run, epoch: int) -> ClassificationMeter:
     cfg, info, device, data = run.cfg, run.info, run.device, run.data.train
     model = run.train_model
     model.train()
+    freeze_features(run.model, frozen=epoch < cfg.freeze_epochs)
     order_gen = torch.Generator().manual_seed(seed_for(cfg.seed, epoch, 0))  # the same on every process
     augment_gen = torch.Generator().manual_seed(seed_for(cfg.seed, epoch, 1 + info.rank))
     torch.manual_seed(seed_for(cfg.seed, epoch, 1000 + info.rank))  # dropout
@@ -424,6 +427,18 @@ def train_one_epoch(run: Run, epoch: int) -> ClassificationMeter:
             bar.set_postfix(loss=f"{meter.loss:.4f}", acc=f"{meter.top1:.2%}")
     meter.all_reduce()
     return meter
+
+
+def freeze_features(model: nn.Module, frozen: bool) -> None:
+    """Fine-tuning's first epochs: everything but ``model.head`` takes no gradient (so the optimizer skips it)
+    and runs in eval mode (BatchNorm keeps the released statistics, as Keras' transfer-learning guide advises)."""
+    for name, p in model.named_parameters():
+        if not name.startswith("head."):
+            p.requires_grad_(not frozen)
+    if frozen:
+        for child in model.children():
+            if child is not model.head:
+                child.eval()
 
 
 def check_finite(loss: torch.Tensor, epoch: int, step: int, cfg: TrainConfig, info) -> None:
