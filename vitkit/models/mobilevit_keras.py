@@ -26,8 +26,6 @@ from vitkit.models.mobilevit import ConvClassifier
 from vitkit.models.registry import register_model
 from vitkit.preprocess import Preprocess
 
-# Keras BatchNormalization defaults; Keras momentum 0.99 is PyTorch momentum 0.01
-_KERAS_BN = dict(bn_eps=1e-3, bn_momentum=0.01, tf_same=True)
 
 
 def conv_block(in_chs: int, out_chs: int, kernel_size: int = 3, stride: int = 1) -> ConvNormAct:
@@ -48,6 +46,9 @@ class KerasMobileViTConfig:
     drop_rate: float = 0.1  # MLP dropout
     attn_drop_rate: float = 0.1  # MultiHeadAttention(dropout=0.1)
     head_drop_rate: float = 0.0  # the example has no dropout before its Dense head
+    # the weight of each new batch in BatchNorm's running statistics: Keras' default momentum 0.99 is
+    # PyTorch's 0.01. A training choice, not part of the function the weights compute
+    bn_momentum: float = 0.01
     image_size: int = 256
 
 
@@ -97,7 +98,7 @@ class KerasMobileViT(ConvClassifier):
         super().__init__()
         self.config = cfg
         c1, c2, c3, c4, c5 = cfg.channels
-        mv2 = dict(expansion=cfg.expansion, **_KERAS_BN)
+        mv2 = dict(expansion=cfg.expansion, bn_eps=1e-3, bn_momentum=cfg.bn_momentum, tf_same=True)  # Keras' eps
         self.stem = conv_block(in_chans, cfg.stem_chs, 3, stride=2)  # 128x128
         self.stages = nn.Sequential(
             nn.Sequential(InvertedResidual(cfg.stem_chs, c1, 1, **mv2)),  # 128x128
