@@ -180,3 +180,38 @@ def test_one_training_step_reproduces_keras_with_dropout_off():
     assert abs(after - float(step["loss_before"])) > 0.1  # the step moved the model, so matching it means something
     assert after == pytest.approx(float(step["loss_after"]), abs=1e-4)
     np.testing.assert_allclose(probabilities, step["probabilities_after"], atol=1e-4, rtol=0)
+
+
+def test_vitkit_import_makes_a_run_of_the_keras_examples_checkpoint(tmp_path, capsys):
+    """`vitkit import checkpoint.weights.h5 --model mobilevit_xxs_keras --classes ...`: a run folder whose
+    `vitkit predict` gives Keras' probabilities to the six photos, each under its class name."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from vitkit.cli.main import main
+
+    expected = np.load(KERAS / "expected.npz")
+    classes = ["dandelion", "daisy", "tulips", "sunflowers", "roses"]  # tf_flowers' label order in TFDS
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, pixels in enumerate(expected["images_nhwc_uint8"]):
+        Image.fromarray(pixels).save(photos / f"{i}.png")
+    run = tmp_path / "run"
+    argv = ["import", str(KERAS / "checkpoint.weights.h5"), "--model", "mobilevit_xxs_keras", "--output", str(run)]
+    assert main([*argv, "--classes", ",".join(classes)]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(run), str(photos), "--top-k", "5", "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    for line in lines:
+        i = int(Path(line["path"]).stem)
+        ours = {t["class"]: t["probability"] for t in line["top"]}
+        np.testing.assert_allclose([ours[c] for c in classes], expected["probabilities"][i], atol=1e-4, rtol=0)
+    assert len(lines) == 6
+    assert main([*argv, "--classes", ",".join(classes)]) == 2  # the run exists: refused, nothing rewritten
+    assert "already holds a run" in capsys.readouterr().err
+    assert main([*argv[:-1], str(tmp_path / "other"), "--classes", "a,b,c"]) == 2
+    assert "does not fit 3 classes" in capsys.readouterr().err
+    assert main([*argv[:-1], str(tmp_path / "other")]) == 2
+    assert "Name the classes" in capsys.readouterr().err

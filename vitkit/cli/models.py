@@ -11,6 +11,21 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--markdown", action="store_true", help="print a Markdown table (as in the README)")
     p.set_defaults(run=run_models)
 
+    p = sub.add_parser(
+        "import",
+        help="make a run folder from weights trained elsewhere (the keras.io example's .weights.h5, timm, hub, URL)",
+        description="Load WEIGHTS (a file, URL or hub name) into --model and write RUN/best.safetensors + best.json, "
+        "so that predict, eval, export, bench and serve take it like a trained run.",
+    )
+    p.add_argument("weights", help="a weights file (.weights.h5, .keras, .safetensors, .pt), a URL or a hub name")
+    p.add_argument("--model", help="the preset the weights fit (default: inferred from hub and ml-cvnets weights)")
+    p.add_argument("--classes", help="class names in the order the weights were trained with, comma-separated")
+    p.add_argument("--data", help="data spec of the classes' images; recorded for eval and export")
+    p.add_argument("--val-fraction", type=float, help="validation share of a --data folder (default 0.1)")
+    p.add_argument("--output", help="run folder to write (default runs/imported-MODEL)")
+    p.add_argument("--overwrite", action="store_true", help="replace the run the output folder holds")
+    p.set_defaults(run=run_import)
+
     p = sub.add_parser("summary", help="per-stage output shapes, parameters and MACs of a model (like Keras' summary)")
     p.add_argument("model", help="a preset name (see `vitkit models`)")
     p.add_argument("--image-size", type=int, help="input side in pixels (default: the model's)")
@@ -65,4 +80,15 @@ def run_summary(args: argparse.Namespace) -> int:
     if args.image_size is not None and args.image_size < 32:
         raise ValueError(f"--image-size {args.image_size} is too small; use 32 pixels or more.")
     print(summarize(create_model(args.model, num_classes=args.num_classes), args.image_size, layers=args.layers))
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from vitkit.weights.importer import import_weights
+
+    names = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    path = import_weights(
+        args.weights, args.model, args.output, names, args.data, args.val_fraction, overwrite=args.overwrite
+    )
+    print(f"wrote {path.parent} ({path.name}); next: vitkit predict {path.parent} IMAGE, vitkit export {path.parent} --format tflite")
     return 0
