@@ -33,6 +33,11 @@ def drop_threshold(p: float) -> int:
     return round(p * _LEVELS)
 
 
+def _signed_threshold(p: float) -> int:
+    """``drop_threshold(p)`` on the int16 scale of ``_uniforms``: a draw below it drops its element."""
+    return drop_threshold(p) - _LEVELS // 2
+
+
 def _uniforms(n: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """``n`` independent int16 uniforms over [-32768, 32767]."""
     # from=-2^63 and no upper bound: every 64-bit pattern is equally likely, so its four 16-bit lanes are
@@ -43,7 +48,7 @@ def _uniforms(n: int, device: torch.device | str = "cpu") -> torch.Tensor:
 
 def drop_mask(shape: tuple[int, ...], p: float, device: torch.device | str = "cpu") -> torch.Tensor:
     """A bool tensor, True where an element is dropped, each independently with probability ``drop_threshold(p) / 2^16``."""
-    return _uniforms(math.prod(shape), device).view(shape) < drop_threshold(p) - _LEVELS // 2
+    return _uniforms(math.prod(shape), device).view(shape) < _signed_threshold(p)
 
 
 def keep_scale(p: float) -> float:
@@ -68,7 +73,7 @@ class _KeepScale(torch.autograd.Function):
 
 def keep_mask(shape: tuple[int, ...], p: float) -> torch.Tensor:
     """0/1 uint8: 1 where an element is kept (the complement of ``drop_mask`` for the same draws, in one pass)."""
-    return (_uniforms(math.prod(shape)).view(shape) >= drop_threshold(p) - _LEVELS // 2).view(torch.uint8)
+    return (_uniforms(math.prod(shape)).view(shape) >= _signed_threshold(p)).view(torch.uint8)
 
 
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
@@ -120,7 +125,7 @@ class _DropoutAttention(torch.autograd.Function):
         k = k.reshape(B * H, Nk, Dh)
         v = v.reshape(B * H, Nk, Dv)
         keep = torch.empty(B * H, Nq, Nk, dtype=torch.bool)
-        threshold = drop_threshold(p) - _LEVELS // 2
+        threshold = _signed_threshold(p)
         out = q.new_empty(B * H, Nq, Dv)
         k_t = k.transpose(1, 2)
         for maps, rows in _blocks(B * H, Nq, Nk):
