@@ -16,7 +16,8 @@ from vitkit.data.transforms import BatchTransform, random_erasing
 from vitkit.preprocess import Preprocess
 from vitkit.training.config import TrainConfig
 from vitkit.training.mixing import MixUpCutMix, smooth_one_hot
-from vitkit.training.trainer import epoch_order, scaled_lr
+from vitkit.data.sampling import epoch_order
+from vitkit.training.trainer import scaled_lr
 
 
 def photos(side: int = 96) -> torch.Tensor:

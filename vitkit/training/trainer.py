@@ -19,6 +19,7 @@ from torch import nn
 
 from vitkit.checkpoint import load_state, save_checkpoint
 from vitkit.data.sources import DataSplits, list_data, load_splits
+from vitkit.data.sampling import epoch_order, shard_batches
 from vitkit.data.transforms import BatchTransform
 from vitkit.errors import OptionError
 from vitkit.inference import evaluate_model, prepare_for_inference
@@ -353,25 +354,6 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
     raise ValueError(f"Unknown --amp '{amp}'; choose auto, bf16, fp16 or none.")
 
 
-def epoch_order(labels: torch.Tensor, generator: torch.Generator, class_balanced: bool = False) -> torch.Tensor:
-    """One epoch's sample indices: a permutation, or (``class_balanced``) as many draws with replacement, each
-    class equally likely and the images within a class too."""
-    if not class_balanced:
-        return torch.randperm(len(labels), generator=generator)
-    counts = torch.bincount(labels)
-    weights = 1.0 / counts[labels].double()
-    return torch.multinomial(weights, len(labels), replacement=True, generator=generator)
-
-
-def shard_batches(order: torch.Tensor, batch_size: int, info: distributed.DistInfo) -> list[torch.Tensor]:
-    """Batches of indices for this process: a shared order, every world_size-th index, in equal shards so that
-    every process takes the same number of steps."""
-    n = len(order)
-    order = order[: n // info.world_size * info.world_size]
-    mine = order[info.rank :: info.world_size]
-    return list(mine.split(batch_size))
-
-
 def accumulation_groups(batches: list[torch.Tensor], accumulate: int) -> list[tuple[bool, bool, int]]:
     """For each batch: (first of its group, last of its group, images in its group). Groups are ``accumulate``
     consecutive batches (the epoch's last group may be shorter); one optimizer step per group."""
@@ -392,7 +374,8 @@ def train_one_epoch(run: Run, epoch: int) -> ClassificationMeter:
     augment_gen = torch.Generator().manual_seed(seed_for(cfg.seed, epoch, 1 + info.rank))
     torch.manual_seed(seed_for(cfg.seed, epoch, 1000 + info.rank))  # dropout
     meter = ClassificationMeter(run.model.num_classes, device)
-    batches = shard_batches(epoch_order(data.labels, order_gen, cfg.class_balanced), cfg.batch_size, info)
+    order = epoch_order(data.labels, order_gen, cfg.class_balanced)
+    batches = shard_batches(order, cfg.batch_size, info.rank, info.world_size)
     groups = accumulation_groups(batches, cfg.accumulate)
     bar = progress(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", enabled=info.is_main)
     for step, idx in enumerate(bar):
