@@ -188,3 +188,9 @@ def test_training_with_every_augmentation_on_is_reproducible(tmp_path):
     plain = vitkit.train(**{**common, "auto_augment": "none", "mixup": 0.0}, output=str(tmp_path / "c")).history[0]
     assert first["train_loss"] == again["train_loss"] and first["val_top1"] == again["val_top1"]
     assert first["train_loss"] != plain["train_loss"]
+
+
+def test_random_erasing_keeps_the_memory_format():
+    x = torch.randn(8, 3, 16, 16).contiguous(memory_format=torch.channels_last)
+    out = random_erasing(x, torch.Generator().manual_seed(0), 1.0)
+    assert out.is_contiguous(memory_format=torch.channels_last) and not torch.equal(out, x)

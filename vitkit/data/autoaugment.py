@@ -126,11 +126,13 @@ def rotate(x, degrees, fill):
 
 
 def shear_x(x, shear, fill):
-    return _warp(x, _theta(shear, _one, lambda s: s, _zero, _zero, _one, _zero), fill)
+    # about the top row (y = -1), as torchvision and PIL shear: x_in = x_out + shear * (y_out + 1)
+    return _warp(x, _theta(shear, _one, lambda s: s, lambda s: s, _zero, _one, _zero), fill)
 
 
 def shear_y(x, shear, fill):
-    return _warp(x, _theta(shear, _one, _zero, _zero, lambda s: s, _one, _zero), fill)
+    # about the left column (x = -1): y_in = y_out + shear * (x_out + 1)
+    return _warp(x, _theta(shear, _one, _zero, _zero, lambda s: s, _one, lambda s: s), fill)
 
 
 def translate_x(x, fraction, fill):

@@ -128,7 +128,7 @@ def fetch(name: str, root: Path | None = None, remote: list[RemoteFile] | None =
     folder = (root or cache_dir()) / name
     if name in EXTRACTED and (folder / EXTRACTED[name]).is_dir():
         return folder / EXTRACTED[name]
-    with _only_fetch(folder):
+    with fetch_lock(folder):
         if name in EXTRACTED and (folder / EXTRACTED[name]).is_dir():  # another process fetched it meanwhile
             return folder / EXTRACTED[name]
         files = [download_file(r, folder) for r in (remote or REMOTE[name])]
@@ -151,7 +151,7 @@ def fetch(name: str, root: Path | None = None, remote: list[RemoteFile] | None =
 
 
 @contextlib.contextmanager
-def _only_fetch(folder: Path) -> Iterator[None]:
+def fetch_lock(folder: Path) -> Iterator[None]:
     """Hold ``folder``'s lock while fetching into it: another vitkit fetching the same data set waits, so the
     temporary files found here were left by a process that was killed, and are removed."""
     try:

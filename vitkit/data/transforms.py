@@ -87,7 +87,7 @@ def random_erasing(
     """Random erasing (Zhong et al. 2020) on a normalized batch, as timm's ``RandomErasing(mode="pixel")``: with
     ``probability``, one rectangle per image (``area`` share of it, aspect ratio log-uniform in ``log_ratio``)
     becomes per-pixel normal noise. Where timm redraws a rectangle that does not fit (up to ten times), this
-    clips it to the image, so the draw count does not depend on the image.
+    clips it to the image, so the draw count does not depend on the image. Noise is drawn for the erased images only.
     """
     B, _, H, W = x.shape
     erase = torch.rand(B, generator=generator) < probability
@@ -102,9 +102,15 @@ def random_erasing(
     cols = torch.arange(W)[None, :]
     in_rows = (rows >= top[:, None]) & (rows < (top + h)[:, None])
     in_cols = (cols >= left[:, None]) & (cols < (left + w)[:, None])
-    mask = (in_rows[:, :, None] & in_cols[:, None, :] & erase[:, None, None])[:, None]  # [B, 1, H, W]
-    noise = torch.randn(x.shape, generator=generator)
-    return torch.where(mask.to(x.device), noise.to(x), x)
+    chosen = erase.nonzero().flatten()
+    if len(chosen) == 0:
+        return x
+    mask = (in_rows[chosen, :, None] & in_cols[chosen, None, :])[:, None].to(x.device)  # [k, 1, H, W]
+    noise = torch.randn((len(chosen), *x.shape[1:]), generator=generator).to(x)  # only for the erased images
+    x = x.clone()  # keeps the memory format
+    index = chosen.to(x.device)
+    x[index] = torch.where(mask, noise, x[index])
+    return x
 
 
 class BatchTransform:

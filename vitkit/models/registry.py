@@ -91,6 +91,8 @@ def _create_pretrained(name: str, num_classes: int | None, pretrained: str, over
     weights = resolve(pretrained)
     check_preset(name, weights)
     classes = num_classes if num_classes is not None else (len(weights.class_names) or 1000)
+    if weights.image_size and "image_size" not in overrides:  # e.g. ml-cvnets' 384x384 releases
+        overrides = {**overrides, "image_size": weights.image_size}
     model = create_model(name, classes, **overrides)
     model.load_result = load_weights(model, weights.weights, bgr_to_rgb=weights.bgr)
     if weights.class_names and len(weights.class_names) == classes:

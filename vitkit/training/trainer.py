@@ -369,7 +369,8 @@ def train_one_epoch(run: Run, epoch: int) -> ClassificationMeter:
     cfg, info, device, data = run.cfg, run.info, run.device, run.data.train
     model = run.train_model
     model.train()
-    freeze_features(run.model, frozen=epoch < cfg.freeze_epochs)
+    if cfg.freeze_epochs:
+        freeze_features(run.model, frozen=epoch < cfg.freeze_epochs)
     order_gen = torch.Generator().manual_seed(seed_for(cfg.seed, epoch, 0))  # the same on every process
     augment_gen = torch.Generator().manual_seed(seed_for(cfg.seed, epoch, 1 + info.rank))
     torch.manual_seed(seed_for(cfg.seed, epoch, 1000 + info.rank))  # dropout
@@ -413,14 +414,15 @@ def train_one_epoch(run: Run, epoch: int) -> ClassificationMeter:
 
 
 def freeze_features(model: nn.Module, frozen: bool) -> None:
-    """Fine-tuning's first epochs: everything but ``model.head`` takes no gradient (so the optimizer skips it)
-    and runs in eval mode (BatchNorm keeps the released statistics, as Keras' transfer-learning guide advises)."""
+    """Fine-tuning's first epochs: everything but the head (``head`` and its dropout, ``head_drop``) takes no
+    gradient (so the optimizer skips it) and runs in eval mode (BatchNorm keeps the released statistics, as
+    Keras' transfer-learning guide advises)."""
     for name, p in model.named_parameters():
         if not name.startswith("head."):
             p.requires_grad_(not frozen)
     if frozen:
-        for child in model.children():
-            if child is not model.head:
+        for name, child in model.named_children():
+            if not name.startswith("head"):
                 child.eval()
 
 

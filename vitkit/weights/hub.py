@@ -31,6 +31,7 @@ class Pretrained:
     class_names: list[str] = field(default_factory=list)
     bgr: bool = False  # trained on BGR images: load_weights(bgr_to_rgb=True) makes the model take RGB
     source: str = ""  # what was asked for
+    image_size: int | None = None  # the size the weights were trained at, when their source says
 
 
 def is_hub_name(spec: str) -> bool:
@@ -51,9 +52,9 @@ def resolve(spec: str | os.PathLike) -> Pretrained:
 
     spec = str(spec)
     if is_url(spec):
-        preset, bgr = cvnets_release(spec)
+        preset, bgr, size = cvnets_release(spec)
         names = imagenet_classes() if preset else []  # every ml-cvnets classification release is ImageNet-1k
-        return Pretrained(download_weights(spec), preset, names, bgr, spec)
+        return Pretrained(download_weights(spec), preset, names, bgr, spec, size)
     if not is_hub_name(spec):
         if not Path(spec).exists():
             raise FileNotFoundError(
@@ -86,7 +87,7 @@ def resolve(spec: str | os.PathLike) -> Pretrained:
 def _imagenet_1k(config: dict) -> bool:
     """A timm config without class names whose weights were trained on ImageNet-1k (tags such as cvnets_in1k,
     augreg_in21k_ft_in1k): their 1,000 outputs are ImageNet-1k's classes."""
-    tag = config.get("pretrained_cfg", {}).get("tag", "")
+    tag = (config.get("pretrained_cfg") or {}).get("tag") or ""
     return config.get("num_classes") == 1000 and (tag.endswith("in1k") or not tag)
 
 
