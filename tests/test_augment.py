@@ -175,7 +175,9 @@ def test_class_balanced_order_draws_every_class_equally():
 def test_learning_rate_scales_with_the_batch_by_the_documented_rule():
     base = dict(lr=0.1, lr_base_batch=256, batch_size=64, accumulate=2)
     assert scaled_lr(TrainConfig(**base, optimizer="sgd"), world_size=4) == pytest.approx(0.2)  # 512/256 linear
-    assert scaled_lr(TrainConfig(**base, optimizer="adamw"), world_size=1) == pytest.approx(0.1 * math.sqrt(0.5))  # sqrt(128/256)
+    assert scaled_lr(TrainConfig(**base, optimizer="adamw"), world_size=1) == pytest.approx(
+        0.1 * math.sqrt(0.5)
+    )  # sqrt(128/256)
     assert scaled_lr(TrainConfig(lr=0.1), world_size=8) == 0.1  # without lr_base_batch: as given
 
 

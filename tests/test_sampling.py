@@ -20,3 +20,9 @@ def test_the_order_is_a_function_of_the_generator_seed():
     a = epoch_order(labels, torch.Generator().manual_seed(1))
     assert torch.equal(a, epoch_order(labels, torch.Generator().manual_seed(1)))
     assert not torch.equal(a, epoch_order(labels, torch.Generator().manual_seed(2)))
+
+
+def test_a_last_batch_of_one_image_joins_the_one_before():
+    batches = shard_batches(torch.arange(17), 8)
+    assert [len(b) for b in batches] == [8, 9] and torch.equal(torch.cat(batches), torch.arange(17))
+    assert [len(b) for b in shard_batches(torch.arange(18), 8)] == [8, 8, 2]

@@ -93,7 +93,9 @@ def test_a_cut_transfer_or_a_file_that_is_no_weights_keeps_nothing(server, tmp_p
         vitkit.create_model("mobilevitv2_050", pretrained=server.address)
     server.truncate.clear()
     server.files[PATH + ".html"] = b"<html>Moved</html>"  # a server's error page under the file's name
-    with pytest.raises(ValueError, match=r"is not a weights file vitkit reads \(is not a PyTorch weights file .*nothing was kept"):
+    with pytest.raises(
+        ValueError, match=r"is not a weights file vitkit reads \(is not a PyTorch weights file .*nothing was kept"
+    ):
         vitkit.create_model("mobilevitv2_050", pretrained=server.address + ".html")
     assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and p.name != ".lock"]
     assert vitkit.create_model("mobilevitv2_050", pretrained=server.address).num_classes == 1000  # a retry works
@@ -121,5 +123,7 @@ def test_release_paths_name_the_preset_and_size_and_keras_files_download_too(ser
     assert cvnets_release("https://example.org/weights/mobilevit_xxs.pt") == (None, False, None)
     # a Keras file by URL: downloaded, kept (it is no torch pickle), and imported as a run
     server.files["/ckpt/checkpoint.weights.h5"] = (KERAS / "checkpoint.weights.h5").read_bytes()
-    run = import_weights(server.url + "/ckpt/checkpoint.weights.h5", "mobilevit_xxs_keras", tmp_path / "run", list("abcde"))
+    run = import_weights(
+        server.url + "/ckpt/checkpoint.weights.h5", "mobilevit_xxs_keras", tmp_path / "run", list("abcde")
+    )
     assert run.is_file()

@@ -90,5 +90,7 @@ def run_import(args: argparse.Namespace) -> int:
     path = import_weights(
         args.weights, args.model, args.output, names, args.data, args.val_fraction, overwrite=args.overwrite
     )
-    print(f"wrote {path.parent} ({path.name}); next: vitkit predict {path.parent} IMAGE, vitkit export {path.parent} --format tflite")
+    print(
+        f"wrote {path.parent} ({path.name}); next: vitkit predict {path.parent} IMAGE, vitkit export {path.parent} --format tflite"
+    )
     return 0

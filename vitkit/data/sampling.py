@@ -19,7 +19,11 @@ def epoch_order(labels: torch.Tensor, generator: torch.Generator, class_balanced
 
 def shard_batches(order: torch.Tensor, batch_size: int, rank: int = 0, world_size: int = 1) -> list[torch.Tensor]:
     """Batches of indices for process ``rank``: every world_size-th index of the shared order, in equal shards
-    (the order's remainder is dropped) so that every process takes the same number of steps."""
+    (the order's remainder is dropped) so that every process takes the same number of steps. A last batch of a
+    single image joins the one before: BatchNorm cannot train on one image."""
     n = len(order)
     mine = order[: n // world_size * world_size][rank::world_size]
-    return list(mine.split(batch_size))
+    batches = list(mine.split(batch_size))
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        batches[-2:] = [torch.cat(batches[-2:])]
+    return batches

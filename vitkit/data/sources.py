@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import gzip
 import pickle
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from vitkit.data.images import (
     load_square,
     probe_images,
 )
+from vitkit.data.stream import Batch, StreamSet
 from vitkit.preprocess import Preprocess, eval_pixels
 
 FASHION_CLASSES = [
@@ -52,6 +54,11 @@ class ImageSet:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def batches(self, batches: list[torch.Tensor], workers: int = 0, pin: bool = False) -> Iterator[Batch]:
+        """The images of each batch of indices (the interface ``StreamSet`` shares)."""
+        for index in batches:
+            yield Batch(self.images[index], index)
 
 
 @dataclass
@@ -106,10 +113,11 @@ class DataSplits:
     (``preprocess.eval_pixels``)."""
 
     name: str
-    train: ImageSet
+    train: ImageSet | StreamSet
     val: ImageSet
     class_names: list[str]
     reports: list[DecodeReport] = field(default_factory=list)  # unreadable files skipped, per folder read
+    where: str = "in memory"  # how the training images are held, and why
 
     @property
     def num_classes(self) -> int:
@@ -118,7 +126,7 @@ class DataSplits:
     def describe(self) -> str:
         text = f"{self.name}: {len(self.train)} train / {len(self.val)} val images, {self.num_classes} classes"
         skipped = sum(len(r.skipped) for r in self.reports)
-        return text + (f"; {skipped} unreadable files skipped" if skipped else "")
+        return text + (f"; {skipped} unreadable files skipped" if skipped else "") + f"\n  training images {self.where}"
 
 
 # the share a seeded split holds out when none is given: scikit-learn's digits have no test split, and 20%
@@ -174,16 +182,35 @@ def _decode(records: Records, load, workers: int) -> tuple[ImageSet, DecodeRepor
     return ImageSet(images, torch.from_numpy(records.labels[kept])), report
 
 
-def load_splits(listing: DataListing, p: Preprocess, train_side: int, workers: int = 0) -> DataSplits:
-    """Decode both splits of ``listing``: train for augmentation at ``train_side``, val as evaluated."""
+def load_splits(
+    listing: DataListing, p: Preprocess, train_side: int, workers: int = 0, cache: str = "auto",
+    memory_budget: float | None = None,
+) -> DataSplits:  # fmt: skip
+    """Decode both splits of ``listing``: train for augmentation at ``train_side``, val as evaluated.
+
+    Files' training images are held in memory when they fit in ``memory_budget`` GiB (default: half this
+    machine's memory) or ``cache="memory"``, else (or with ``cache="stream"``) read lazily by worker processes
+    each epoch (``StreamSet``). Array data sets are in memory already; validation images are always decoded once.
+    """
+    where = "in memory"
     if listing.train.paths is not None:
-        _check_fits_in_memory(len(listing.train) + len(listing.val), max(train_side, p.input_size), listing.name)
-    train, train_report = train_set(listing.train, train_side, p, workers)
+        needed = (len(listing.train) * train_side**2 + len(listing.val) * p.input_size**2) * 3
+        budget = memory_budget * 2**30 if memory_budget is not None else _memory_bytes() // 2
+        if cache == "memory" or (cache == "auto" and needed <= budget):
+            _check_fits_in_memory(len(listing.train) + len(listing.val), max(train_side, p.input_size), listing.name)
+            where = f"in memory ({needed / 2**30:.2f} GiB decoded once)"
+        else:
+            why = "--cache stream" if cache == "stream" else f"over the {budget / 2**30:.2g} GiB memory budget"
+            where = f"read from the files every epoch ({needed / 2**30:.2f} GiB decoded would be {why})"
+    if where.startswith("read"):
+        train, train_report = StreamSet(listing.train.paths, listing.train.labels, train_side, p), None
+    else:
+        train, train_report = train_set(listing.train, train_side, p, workers)
     val, val_report = eval_set(listing.val, p, workers)
     if len(train) == 0:
         raise ValueError(f"No readable image in {listing.name}: all {train_report.total} files failed to decode.")
     reports = [r for r in (train_report, val_report) if r is not None]
-    return DataSplits(listing.name, train, val, listing.class_names, reports)
+    return DataSplits(listing.name, train, val, listing.class_names, reports, where)
 
 
 def _from_arrays(images: np.ndarray, labels: np.ndarray) -> Records:
@@ -387,15 +414,18 @@ def _checked_scan(root: Path) -> tuple[list[str], list[str], list[int]]:
     return classes, paths, labels
 
 
-def _check_fits_in_memory(n_images: int, base_size: int, name: str) -> None:
+def _memory_bytes() -> int:
     import os
 
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 1 << 40
+
+
+def _check_fits_in_memory(n_images: int, base_size: int, name: str) -> None:
     needed = n_images * 3 * base_size * base_size
-    available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else needed * 2
-    if needed > available // 2:
+    if needed > _memory_bytes() // 2:
         raise ValueError(
             f"{name}: {n_images} images at {base_size}px need {needed / 2**30:.1f} GiB decoded, more than half this "
-            f"machine's memory; train at a smaller --image-size or on a subset."
+            f"machine's memory; use --cache stream (or auto), a smaller --image-size, or a subset."
         )
 
 

@@ -49,6 +49,9 @@ class TrainConfig:
     class_balanced: bool = False  # draw each epoch with replacement, every class equally often
     val_fraction: float | None = None  # held out by a seeded split: default 0.2 for digits, 0.1 for a folder
     workers: int = 0  # processes decoding images; 0: one per core, up to 8
+    cache: str = "auto"  # auto (memory if it fits memory_budget, else stream) | memory | stream (read every epoch)
+    memory_budget: float | None = None  # GiB of decoded images to hold in memory; default half this machine's
+    max_unreadable: float = 0.05  # streaming: stop when more than this share of an epoch's files is unreadable
     # optimisation
     epochs: int = 5
     batch_size: int = 64
@@ -89,6 +92,7 @@ CHOICES = {
     "optimizer": OPTIMIZERS,
     "schedule": ("cosine", "constant"),
     "amp": ("auto", "bf16", "fp16", "none"),
+    "cache": ("auto", "memory", "stream"),
     "interpolation": INTERPOLATIONS,
     "resize_mode": RESIZE_MODES,
 }
@@ -115,6 +119,8 @@ RANGES = {
     "ema_decay": (0, 1, False, False),
     "val_fraction": (0, 1, False, False),
     "workers": (0, 256, True, True),
+    "memory_budget": (0, None, True, True),
+    "max_unreadable": (0, 1, True, True),
     "train_resize": (1, 4, True, True),
     "crop_pct": (0, 1, False, True),
     "seed": (0, 2**63 - 1, True, True),

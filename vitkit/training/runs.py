@@ -23,7 +23,7 @@ RUN_FILES = (
     ".*.tmp",  # what a run killed mid-write left half-written
 )  # fmt: skip
 # options a resumed run may change: where and how fast it runs, and how long (extending the schedule)
-SAFE_ON_RESUME = ("epochs", "workers", "device", "compile", "output")
+SAFE_ON_RESUME = ("epochs", "workers", "device", "compile", "output", "cache", "memory_budget")
 
 
 def holds_run(folder: Path) -> bool:

@@ -20,6 +20,7 @@ from torch import nn
 from vitkit.checkpoint import load_state, save_checkpoint
 from vitkit.data.sources import DataSplits, list_data, load_splits
 from vitkit.data.sampling import epoch_order, shard_batches
+from vitkit.data.stream import StreamSet, default_workers
 from vitkit.data.transforms import BatchTransform
 from vitkit.errors import OptionError
 from vitkit.inference import evaluate_model, prepare_for_inference
@@ -144,6 +145,8 @@ def _run(cfg: TrainConfig, resume: bool, info: distributed.DistInfo, device: tor
             "seconds": round(seconds, 2),
             "train_images_per_s": round(train_meter.count / seconds, 1),
         }
+        if isinstance(run.data.train, StreamSet):  # files met unreadable this epoch, skipped
+            record["unreadable"] = len(train_meter.unreadable)
         run.history.append(record)
         is_best = val_meter.top1 > run.best_top1
         if is_best:
@@ -155,6 +158,7 @@ def _run(cfg: TrainConfig, resume: bool, info: distributed.DistInfo, device: tor
             f"epoch {epoch + 1}/{cfg.epochs}  train loss {train_meter.loss:.4f} top1 {train_meter.top1:.2%}  "
             f"val loss {val_meter.loss:.4f} top1 {val_meter.top1:.2%} top5 {val_meter.top5:.2%}  "
             f"{seconds:.1f}s ({record['train_images_per_s']:.0f} img/s){'  *best' if is_best else ''}"
+            + (f"  ({record['unreadable']} unreadable files skipped)" if record.get("unreadable") else "")
         )
         warning = trailing_validation(run.history)
         if warning and not run.warned:
@@ -178,7 +182,7 @@ def setup(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device, lo
     preprocess, size_choice = resolve_preprocess(cfg, spec, listing)
     hflip, flip_choice = resolve_hflip(cfg, listing)
     side = train_side(cfg, preprocess)
-    data = load_splits(listing, preprocess, side, cfg.workers)
+    data = load_splits(listing, preprocess, side, cfg.workers, cfg.cache, cfg.memory_budget)
     log(data.describe())
     for report in data.reports:
         if report.skipped:
@@ -378,10 +382,25 @@ def train_one_epoch(run: Run, epoch: int) -> ClassificationMeter:
     order = epoch_order(data.labels, order_gen, cfg.class_balanced)
     batches = shard_batches(order, cfg.batch_size, info.rank, info.world_size)
     groups = accumulation_groups(batches, cfg.accumulate)
-    bar = progress(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", enabled=info.is_main)
-    for step, idx in enumerate(bar):
+    workers = (cfg.workers or default_workers()) if isinstance(data, StreamSet) else 0
+    stream = data.batches(batches, workers, pin=device.type == "cuda")
+    bar = progress(
+        stream, total=len(batches), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", enabled=info.is_main
+    )
+    unreadable: list[str] = []
+    for step, (images, idx, skipped) in enumerate(bar):
+        unreadable += skipped
+        check_unreadable(unreadable, len(data) // info.world_size, cfg, epoch)
         first, last, group_size = groups[step]
-        x = run.train_tf(data.images[idx].to(device, non_blocking=True), augment_gen)
+        if len(idx) < 2 and len(skipped):  # unreadable files left one image or none, too few to train BatchNorm on
+            if info.enabled:  # the other processes are waiting for this one's gradients
+                raise ValueError(f"A training batch was nearly all unreadable files ({', '.join(skipped[:3])}); fix them.")
+            if first:
+                run.optimizer.zero_grad(set_to_none=True)
+            if last:
+                optimizer_step(run)
+            continue
+        x = run.train_tf(images.to(device, non_blocking=True), augment_gen)
         y = data.labels[idx].to(device, non_blocking=True)
         target = y
         if run.mix is not None:  # soft targets; the meter still scores each image against its own label
@@ -398,19 +417,35 @@ def train_one_epoch(run: Run, epoch: int) -> ClassificationMeter:
             # each batch's mean loss weighted by its share of the group: the gradient of the group's mean loss
             run.scaler.scale(loss * (len(idx) / group_size)).backward()
         if last:
-            if cfg.clip_grad:
-                run.scaler.unscale_(run.optimizer)
-                nn.utils.clip_grad_norm_(run.model.parameters(), cfg.clip_grad)
-            run.scaler.step(run.optimizer)
-            run.scaler.update()
-            run.scheduler.step()
-            if run.ema is not None:
-                run.ema.update_parameters(run.model)
+            optimizer_step(run)
         meter.update(logits.float(), y, loss)
         if step % 10 == 0:
             bar.set_postfix(loss=f"{meter.loss:.4f}", acc=f"{meter.top1:.2%}")
     meter.all_reduce()
+    meter.unreadable = unreadable
     return meter
+
+
+def optimizer_step(run: Run) -> None:
+    """The end of a group of batches: clip, step, schedule, average."""
+    if run.cfg.clip_grad:
+        run.scaler.unscale_(run.optimizer)
+        nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.clip_grad)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.scheduler.step()
+    if run.ema is not None:
+        run.ema.update_parameters(run.model)
+
+
+def check_unreadable(unreadable: list[str], planned: int, cfg: TrainConfig, epoch: int) -> None:
+    """Files met unreadable while streaming are skipped; too many of them stop the run in one sentence."""
+    if len(unreadable) > cfg.max_unreadable * planned:
+        shown = ", ".join(unreadable[:3])
+        raise ValueError(
+            f"{len(unreadable)} of this process's {planned} training files were unreadable in epoch {epoch + 1} "
+            f"(more than --max-unreadable {cfg.max_unreadable:g}), e.g. {shown}; fix or remove them, then resume."
+        )
 
 
 def freeze_features(model: nn.Module, frozen: bool) -> None:

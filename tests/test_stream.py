@@ -1,0 +1,83 @@
+"""Training images read lazily by worker processes: the same batches whatever the number of workers, bad files
+met at training time skipped and counted, too many of them a clear stop, and a set over the memory budget
+trained through this path."""
+
+import json
+
+import pytest
+import torch
+
+import vitkit
+from tests.imagegen import make_image_folder
+from vitkit.data import list_data
+from vitkit.data.stream import FileTable, StreamSet
+from vitkit.preprocess import Preprocess
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pets")
+    make_image_folder(root, classes=("cats", "dogs", "birds"), per_class=14)  # and three unreadable files
+    return root
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory):
+    root = tmp_path_factory.mktemp("clean")
+    make_image_folder(root, classes=("cats", "dogs", "birds"), per_class=14, broken=False)
+    return root
+
+
+def test_workers_0_1_2_give_the_same_batches(folder):
+    listing = list_data(str(folder), 0.1)
+    stream = StreamSet(listing.train.paths, listing.train.labels, 40, Preprocess(32))
+    batches = list(torch.randperm(len(stream), generator=torch.Generator().manual_seed(0)).split(8))
+    runs = [list(stream.batches(batches, workers)) for workers in (0, 1, 2)]
+    for a, b in zip(runs[0], runs[1] + runs[2][: len(runs[1])]):
+        assert torch.equal(a.images, b.images) and torch.equal(a.index, b.index) and a.skipped == b.skipped
+    assert len(runs[2]) == len(runs[0]) == len(batches)
+    skipped = [name for batch in runs[0] for name in batch.skipped]
+    assert sorted(n.rsplit("/", 1)[-1] for n in skipped) == sorted(  # the broken files in the training split
+        n.rsplit("/", 1)[-1] for n in listing.train.paths if n.endswith(("truncated.jpg", "empty.png", "notes.jpg"))
+    )
+    read = torch.cat([batch.index for batch in runs[0]])
+    assert len(read) + len(skipped) == len(stream)  # every file either read or reported
+
+
+def test_a_set_over_the_memory_budget_trains_through_the_stream(clean, tmp_path, capsys):
+    common = dict(model="mobilevit_xxs", data=str(clean), image_size=32, epochs=2, batch_size=8, workers=2)
+    streamed = vitkit.train(**common, memory_budget=1e-6, output=str(tmp_path / "stream"))
+    said = capsys.readouterr().out
+    assert "training images read from the files every epoch" in said and "memory budget" in said
+    in_memory = vitkit.train(**common, output=str(tmp_path / "memory"))
+    assert "training images in memory" in capsys.readouterr().out
+    # the same pixels, order and augmentation: the same run as in memory, loss for loss
+    for a, b in zip(streamed.history, in_memory.history):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-5) and a["val_top1"] == b["val_top1"]
+
+
+def test_bad_files_met_while_training_are_skipped_and_counted_every_epoch(folder, tmp_path, capsys):
+    result = vitkit.train(model="mobilevit_xxs", data=str(folder), image_size=32, epochs=2, batch_size=8,
+                          cache="stream", max_unreadable=0.2, output=str(tmp_path / "run"))  # fmt: skip
+    listing = list_data(str(folder), 0.1)
+    broken = sum(p.endswith(("truncated.jpg", "empty.png", "notes.jpg")) for p in listing.train.paths)
+    assert broken >= 1 and [h["unreadable"] for h in result.history] == [broken, broken]
+    assert f"({broken} unreadable files skipped)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())[0]["unreadable"] == broken
+
+
+def test_too_many_unreadable_files_stop_the_run_in_one_sentence(folder, tmp_path):
+    with pytest.raises(ValueError, match=r"unreadable in epoch 1 \(more than --max-unreadable 0\).*truncated|empty|notes"):
+        vitkit.train(model="mobilevit_xxs", data=str(folder), image_size=32, epochs=1, batch_size=8, cache="stream",
+                     max_unreadable=0.0, output=str(tmp_path / "run"))  # fmt: skip
+
+
+def test_the_file_table_holds_paths_and_pack_references_without_python_objects():
+    from vitkit.data.images import PackedImage
+
+    paths = [f"/data/train/class_{i % 1000}/image_{i:07d}.JPEG" for i in range(20_000)]
+    table = FileTable(paths)
+    assert [table[i] for i in (0, 12_345, 19_999)] == [paths[0], paths[12_345], paths[19_999]]
+    assert table.text.nbytes + table.ends.nbytes < 1.2 * sum(len(p) for p in paths) + 8 * len(paths)
+    packed = [PackedImage(f"/p/shard-{i // 1000:05d}.tar", 512 * i, 4000 + i, f"key{i}") for i in range(3000)]
+    assert FileTable(packed)[2999] == packed[2999]
