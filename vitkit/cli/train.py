@@ -9,7 +9,7 @@ import sys
 
 # options whose None means "chosen from the model and the data" (vitkit.training.defaults), not "off"
 AUTO = {"val_fraction", "train_resize", "hflip", "crop_pct", "interpolation", "resize_mode", "mean", "std",
-        "channels_last"}  # fmt: skip
+        "channels_last", "memory_budget"}  # fmt: skip
 
 
 def _options_epilog() -> str:
@@ -26,7 +26,7 @@ def _options_epilog() -> str:
         if f.name not in explicit:
             default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
             shown = ("auto" if f.name in AUTO else "none") if default is None else default
-            lines.append(f"  --{f.name.replace('_', '-'):<18} {str(shown):<17} {comments.get(f.name, '')}".rstrip())
+            lines.append(f"  --{f.name.replace('_', '-'):<24} {str(shown):<17} {comments.get(f.name, '')}".rstrip())
     return "\n".join(lines)
 
 
