@@ -81,3 +81,36 @@ def test_the_file_table_holds_paths_and_pack_references_without_python_objects()
     assert table.text.nbytes + table.ends.nbytes < 1.2 * sum(len(p) for p in paths) + 8 * len(paths)
     packed = [PackedImage(f"/p/shard-{i // 1000:05d}.tar", 512 * i, 4000 + i, f"key{i}") for i in range(3000)]
     assert FileTable(packed)[2999] == packed[2999]
+
+
+def _private_dirty_kib() -> int:
+    """Memory this process holds that no other process shares (pages it wrote, including copied-on-write)."""
+    fields = dict(line.split(":", 1) for line in open("/proc/self/smaps_rollup").read().splitlines()[1:])
+    return int(fields["Private_Dirty"].split()[0])
+
+
+def _touch_every_entry(table, pipe) -> None:
+    before = _private_dirty_kib()
+    total = sum(len(str(table[i])) for i in range(0, len(table), 7))  # a worker reading its share of the index
+    pipe.send((_private_dirty_kib() - before, total))
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/smaps_rollup"), reason="needs Linux's smaps_rollup")
+def test_a_worker_reading_an_index_of_1_28m_files_adds_little_memory():
+    """ImageNet's 1.28M training files: a forked worker that reads the FileTable copies almost none of it,
+    where one walking a Python list of the same paths copies the pages of every string it touches (their
+    reference counts change)."""
+    import multiprocessing
+
+    paths = [f"/data/imagenet/train/n{i % 1000:08d}/n{i % 1000:08d}_{i:07d}.JPEG" for i in range(1_281_167)]
+    context = multiprocessing.get_context("fork")
+    added = {}
+    for name, table in (("FileTable", FileTable(paths)), ("list", paths)):
+        receive, send = context.Pipe(duplex=False)
+        worker = context.Process(target=_touch_every_entry, args=(table, send))
+        worker.start()
+        added[name], _ = receive.recv()
+        worker.join()
+    print(f"memory a worker adds reading 1/7 of a 1.28M-file index: {added}")
+    assert added["FileTable"] < 16 * 1024  # KiB: a few pages of the interpreter's own, not the index
+    assert added["list"] > 4 * added["FileTable"]
