@@ -362,3 +362,34 @@ def test_frozen_epochs_train_only_the_head_then_everything(tmp_path):
     assert not torch.equal(tuned["head.weight"], probed["head.weight"])
     with pytest.raises(OptionError, match="give --pretrained too"):
         vitkit.train(model="mobilevit_xxs", data="digits", freeze_epochs=1)
+
+
+@pytest.mark.slow
+def test_a_run_killed_inside_an_epoch_resumes_at_the_next_batch(tmp_path):
+    """--checkpoint-minutes saves inside the epoch; killed there, the resumed run continues at the next batch of
+    the same order with the same augmentation and dropout draws, and ends with the weights of a run never
+    stopped."""
+    args = ["train", "--data", "digits", "--image-size", "32", "--batch-size", "32", "--augment", "random-resized-crop",
+            "--model", "mobilevit_xxs", "--epochs", "2", "--seed", "3", "--checkpoint-minutes", "0.002"]  # fmt: skip
+    straight = cli(*args, "--output", str(tmp_path / "straight"))
+    assert straight.wait(timeout=300) == 0, straight.stdout.read()
+    killed = cli(*args, "--output", str(tmp_path / "killed"))
+    partial = tmp_path / "killed" / "partial.state.pt"
+    deadline = time.time() + 300
+    while not partial.is_file():  # inside the first epoch: no epoch has finished yet
+        assert time.time() < deadline and killed.poll() is None, "the run ended before an inside-epoch checkpoint"
+        time.sleep(0.01)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    step = torch.load(partial, weights_only=True)["step"]
+    resumed = cli(*args, "--output", str(tmp_path / "killed"), "--resume")
+    assert resumed.wait(timeout=300) == 0
+    said = resumed.stdout.read()
+    assert "inside epoch" in said and step > 0, said
+    a = load_file(tmp_path / "straight" / "last.safetensors")
+    b = load_file(tmp_path / "killed" / "last.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not partial.exists()  # superseded by the finished epoch's checkpoint
+    straight_history = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    history = json.loads((tmp_path / "killed" / "metrics.json").read_text())
+    assert [h["train_loss"] for h in history] == [h["train_loss"] for h in straight_history]

@@ -14,10 +14,12 @@ INTERVAL_S = 30.0  # between log lines; VITKIT_PROGRESS_SECONDS overrides
 class LogProgress:
     """The subset of tqdm's interface vitkit uses (iteration, update, set_postfix, close, a context)."""
 
-    def __init__(self, iterable: Iterable | None, total: int | None, desc: str, unit: str, interval: float):
+    def __init__(
+        self, iterable: Iterable | None, total: int | None, desc: str, unit: str, interval: float, initial: int = 0
+    ):
         self.iterable, self.desc, self.unit, self.interval = iterable, desc, unit, interval
         self.total = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
-        self.n, self.postfix = 0, ""
+        self.n, self.initial, self.postfix = initial, initial, ""  # initial: done before (a resumed epoch)
         self.start = self.last = time.monotonic()
 
     def __iter__(self) -> Iterator:
@@ -34,7 +36,7 @@ class LogProgress:
 
     def line(self, now: float) -> str:
         elapsed = max(now - self.start, 1e-9)
-        rate = self.n / elapsed
+        rate = (self.n - self.initial) / elapsed
         done = (
             f"{self.n}/{self.total} {self.unit} ({self.n / self.total:.0%})" if self.total else f"{self.n} {self.unit}"
         )
@@ -72,4 +74,4 @@ def progress(
 
         return tqdm(iterable, total=total, desc=desc, unit=unit, leave=False, **tqdm_options)
     interval = float(os.environ.get("VITKIT_PROGRESS_SECONDS", INTERVAL_S)) if enabled else float("inf")
-    return LogProgress(iterable, total, desc, unit, interval)
+    return LogProgress(iterable, total, desc, unit, interval, tqdm_options.get("initial", 0))

@@ -74,6 +74,7 @@ class TrainConfig:
     compile: bool = False
     # bookkeeping
     seed: int = 0
+    checkpoint_minutes: float = 10.0  # also save inside an epoch this often (one process); a resume continues there
 
     def __post_init__(self):
         check_config(self)
@@ -124,6 +125,7 @@ RANGES = {
     "train_resize": (1, 4, True, True),
     "crop_pct": (0, 1, False, True),
     "seed": (0, 2**63 - 1, True, True),
+    "checkpoint_minutes": (0, None, True, True),
 }
 
 

@@ -18,12 +18,12 @@ from vitkit.training.config import TrainConfig, build_config, coerce
 
 # what training, eval and export write into a run folder (--overwrite removes exactly these)
 RUN_FILES = (
-    "config.yaml", "best.json", "best.safetensors", "last.json", "last.safetensors", "last.state.pt",
+    "config.yaml", "best.json", "best.safetensors", "last.json", "last.safetensors", "last.state.pt", "partial.state.pt",
     "metrics.csv", "metrics.json", "*.png", "*.onnx", "*.onnx.json", "*.tflite", "*.tflite.json",
     ".*.tmp",  # what a run killed mid-write left half-written
 )  # fmt: skip
 # options a resumed run may change: where and how fast it runs, and how long (extending the schedule)
-SAFE_ON_RESUME = ("epochs", "workers", "device", "compile", "output", "cache", "memory_budget")
+SAFE_ON_RESUME = ("epochs", "workers", "device", "compile", "output", "cache", "memory_budget", "checkpoint_minutes")
 
 
 def holds_run(folder: Path) -> bool:
@@ -63,7 +63,7 @@ def prepare_output(
         raise ValueError(f"The output {out} is a file, not a folder; give another --output.")
     check_writable(out / "config.yaml")
     if resume:
-        if not (out / "last.state.pt").is_file():
+        if not (out / "last.state.pt").is_file() and not (out / "partial.state.pt").is_file():
             raise FileNotFoundError(f"Nothing to resume in {out}: no last.state.pt; start without --resume.")
         if is_main:  # what a killed run left half-written (its complete files were renamed, these never were)
             for stale in out.glob(".*.tmp"):

@@ -34,8 +34,9 @@ from vitkit.training.defaults import resolve_hflip, resolve_preprocess, train_si
 from vitkit.training.memory import keep_freed_memory
 from vitkit.training.mixing import MixUpCutMix
 from vitkit.training.runs import prepare_output, resume_config
-from vitkit.utils import atomic_write_text
+from vitkit.utils import atomic_path, atomic_write_text
 
+PARTIAL = "partial.state.pt"  # the state saved inside an epoch, every --checkpoint-minutes
 SPLIT_SEED = 0  # folders without train/ and val/ are split the same way by every run and by `vitkit eval`
 TRAILING_GAP, TRAILING_EPOCHS = 0.2, 3  # validation top-1 this far below training's, this many epochs: warn
 
@@ -115,6 +116,7 @@ class Run:
     best_top1: float = -1.0
     best_epoch: int = 0
     warned: bool = False  # the trailing-validation warning is given once a run
+    partial: dict | None = None  # the state saved inside the epoch a resumed run continues
 
     @property
     def eval_model(self) -> nn.Module:
@@ -269,8 +271,15 @@ def trailing_validation(history: list[dict]) -> str | None:
 
 
 def restore(run: Run, log) -> None:
-    """Continue from ``last.state.pt``: weights, optimizer, schedule, scaler, EMA and history."""
-    state = load_state(run.out)
+    """Continue from ``last.state.pt`` (weights, optimizer, schedule, scaler, EMA and history), or from
+    ``partial.state.pt`` when that was saved later, inside the next epoch (with its step and random states)."""
+    partial_path = run.out / PARTIAL
+    partial = torch.load(partial_path, map_location="cpu", weights_only=True) if partial_path.is_file() else None
+    state = load_state(run.out) if (run.out / "last.state.pt").is_file() else None
+    if partial is not None and (state is None or partial["epoch"] == state["epoch"]):
+        state, run.partial = partial, partial  # the partial epoch continues the last finished one
+    elif state is None:
+        state = load_state(run.out)  # says there is nothing to resume
     if state["model_name"] != run.cfg.model:
         raise ValueError(f"{run.out} holds a {state['model_name']} run, not {run.cfg.model}; give another --output.")
     run.model.load_state_dict(state["model"])
@@ -281,7 +290,10 @@ def restore(run: Run, log) -> None:
         run.ema.load_state_dict(state["ema"])
     run.start_epoch, run.history = state["epoch"], state["history"]
     run.best_top1, run.best_epoch = state["best_top1"], state["best_epoch"]
-    log(f"resuming {run.out} after epoch {run.start_epoch} of {run.cfg.epochs}")
+    if run.partial is not None:
+        log(f"resuming {run.out} inside epoch {run.start_epoch + 1} of {run.cfg.epochs}, at step {run.partial['step'] + 1}")
+    else:
+        log(f"resuming {run.out} after epoch {run.start_epoch} of {run.cfg.epochs}")
 
 
 def save(run: Run, record: dict, is_best: bool) -> None:
@@ -312,9 +324,34 @@ def save(run: Run, record: dict, is_best: bool) -> None:
     }
     weights = run.eval_model.state_dict()
     save_checkpoint(run.out, "last", weights, meta, state)
+    (run.out / PARTIAL).unlink(missing_ok=True)  # superseded (a kill before this leaves it stale: ignored)
     if is_best:
         save_checkpoint(run.out, "best", weights, meta)
     write_history(run.history, run.out)
+
+
+def save_partial(run: Run, epoch: int, step: int, augment_gen: torch.Generator, meter, unreadable: list[str]) -> None:
+    """The training state inside an epoch, after ``step`` batches (at an optimizer step): what a resumed run needs
+    to continue at the next batch of the same order with the same random numbers, as if never stopped."""
+    state = {
+        "model_name": run.cfg.model,
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "scaler": run.scaler.state_dict(),
+        "ema": run.ema.state_dict() if run.ema is not None else None,
+        "epoch": epoch,  # the epoch in progress (0-based): the number of epochs finished
+        "step": step,
+        "augment_rng": augment_gen.get_state(),
+        "torch_rng": torch.get_rng_state(),  # dropout's
+        "meter": {"loss_sum": meter.loss_sum, "confusion": meter.confusion, "top5_correct": meter.top5_correct},
+        "unreadable": unreadable,
+        "history": run.history,
+        "best_top1": run.best_top1,
+        "best_epoch": run.best_epoch,
+    }
+    with atomic_path(run.out / PARTIAL) as tmp:
+        torch.save(state, tmp)
 
 
 def scaled_lr(cfg: TrainConfig, world_size: int) -> float:
@@ -382,13 +419,24 @@ def train_one_epoch(run: Run, epoch: int) -> ClassificationMeter:
     order = epoch_order(data.labels, order_gen, cfg.class_balanced)
     batches = shard_batches(order, cfg.batch_size, info.rank, info.world_size)
     groups = accumulation_groups(batches, cfg.accumulate)
+    start, unreadable = 0, []
+    if run.partial is not None and run.partial["epoch"] == epoch:  # continue where the saved state stopped
+        start, unreadable = run.partial["step"], list(run.partial["unreadable"])
+        augment_gen.set_state(run.partial["augment_rng"])
+        torch.set_rng_state(run.partial["torch_rng"])
+        for name, value in run.partial["meter"].items():
+            getattr(meter, name).copy_(value)
+        run.partial = None
     workers = (cfg.workers or default_workers()) if isinstance(data, StreamSet) else 0
-    stream = data.batches(batches, workers, pin=device.type == "cuda")
+    stream = data.batches(batches[start:], workers, pin=device.type == "cuda")
     bar = progress(
-        stream, total=len(batches), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", enabled=info.is_main
-    )
-    unreadable: list[str] = []
-    for step, (images, idx, skipped) in enumerate(bar):
+        stream, total=len(batches), initial=start, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
+        enabled=info.is_main,
+    )  # fmt: skip
+    # inside-epoch checkpoints: one process only (with several, each would need its own random states saved)
+    saving = cfg.checkpoint_minutes > 0 and not info.enabled
+    saved_at = time.monotonic()
+    for step, (images, idx, skipped) in enumerate(bar, start=start):
         unreadable += skipped
         check_unreadable(unreadable, len(data) // info.world_size, cfg, epoch)
         first, last, group_size = groups[step]
@@ -419,6 +467,9 @@ def train_one_epoch(run: Run, epoch: int) -> ClassificationMeter:
         if last:
             optimizer_step(run)
         meter.update(logits.float(), y, loss)
+        if last and saving and time.monotonic() - saved_at > cfg.checkpoint_minutes * 60 and step + 1 < len(batches):
+            save_partial(run, epoch, step + 1, augment_gen, meter, unreadable)
+            saved_at = time.monotonic()
         if step % 10 == 0:
             bar.set_postfix(loss=f"{meter.loss:.4f}", acc=f"{meter.top1:.2%}")
     meter.all_reduce()
