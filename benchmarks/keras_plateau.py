@@ -39,9 +39,9 @@ from vitkit.training.trainer import setup
 
 CLASSES = {0: "tshirt", 2: "pullover", 3: "dress", 4: "coat", 6: "shirt"}  # Fashion-MNIST label -> folder
 COUNTS = (898, 799, 699, 641, 633)  # tf_flowers: dandelion, tulips, sunflowers, roses, daisy
-VARIANTS = {
-    "the example's recipe (Keras BatchNorm momentum 0.99)": {},
-    "BatchNorm momentum 0.9 (PyTorch's 0.1)": {"model_args": {"bn_momentum": 0.1}},
+VARIANTS = {  # Keras' momentum m keeps m of the running statistics per batch; PyTorch's momentum is 1 - m
+    "the example's recipe (Keras BatchNorm momentum 0.99)": {"model_args": {"bn_momentum": 0.01}},
+    "BatchNorm momentum 0.9 (vitkit's recipe)": {"model_args": {"bn_momentum": 0.1}},
 }
 
 
