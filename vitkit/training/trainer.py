@@ -310,18 +310,7 @@ def save(run: Run, record: dict, is_best: bool) -> None:
         "ema": run.ema is not None,
         "config": run.cfg.to_dict(),
     }
-    state = {
-        "model_name": run.cfg.model,
-        "model": run.model.state_dict(),
-        "optimizer": run.optimizer.state_dict(),
-        "scheduler": run.scheduler.state_dict(),
-        "scaler": run.scaler.state_dict(),
-        "ema": run.ema.state_dict() if run.ema is not None else None,
-        "epoch": record["epoch"],
-        "history": run.history,
-        "best_top1": run.best_top1,
-        "best_epoch": run.best_epoch,
-    }
+    state = training_state(run, epoch=record["epoch"])
     weights = run.eval_model.state_dict()
     save_checkpoint(run.out, "last", weights, meta, state)
     (run.out / PARTIAL).unlink(missing_ok=True)  # superseded (a kill before this leaves it stale: ignored)
@@ -330,25 +319,32 @@ def save(run: Run, record: dict, is_best: bool) -> None:
     write_history(run.history, run.out)
 
 
-def save_partial(run: Run, epoch: int, step: int, augment_gen: torch.Generator, meter, unreadable: list[str]) -> None:
-    """The training state inside an epoch, after ``step`` batches (at an optimizer step): what a resumed run needs
-    to continue at the next batch of the same order with the same random numbers, as if never stopped."""
-    state = {
+def training_state(run: Run, epoch: int) -> dict:
+    """What ``--resume`` restores: weights, optimizer, schedule, scaler, EMA, history; plain tensors and numbers."""
+    return {
         "model_name": run.cfg.model,
         "model": run.model.state_dict(),
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(),
         "scaler": run.scaler.state_dict(),
         "ema": run.ema.state_dict() if run.ema is not None else None,
-        "epoch": epoch,  # the epoch in progress (0-based): the number of epochs finished
+        "epoch": epoch,
+        "history": run.history,
+        "best_top1": run.best_top1,
+        "best_epoch": run.best_epoch,
+    }
+
+
+def save_partial(run: Run, epoch: int, step: int, augment_gen: torch.Generator, meter, unreadable: list[str]) -> None:
+    """The training state inside an epoch, after ``step`` batches (at an optimizer step): what a resumed run needs
+    to continue at the next batch of the same order with the same random numbers, as if never stopped."""
+    state = {
+        **training_state(run, epoch=epoch),  # epoch: the one in progress (0-based), the number finished
         "step": step,
         "augment_rng": augment_gen.get_state(),
         "torch_rng": torch.get_rng_state(),  # dropout's
         "meter": {"loss_sum": meter.loss_sum, "confusion": meter.confusion, "top5_correct": meter.top5_correct},
         "unreadable": unreadable,
-        "history": run.history,
-        "best_top1": run.best_top1,
-        "best_epoch": run.best_epoch,
     }
     with atomic_path(run.out / PARTIAL) as tmp:
         torch.save(state, tmp)
