@@ -44,16 +44,76 @@ def test_workers_0_1_2_give_the_same_batches(folder):
     assert len(read) + len(skipped) == len(stream)  # every file either read or reported
 
 
-def test_a_set_over_the_memory_budget_trains_through_the_stream(clean, tmp_path, capsys):
+def test_a_set_over_the_memory_budget_trains_through_the_disk_cache_or_the_stream(clean, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("VITKIT_CACHE", str(tmp_path / "cache"))
     common = dict(model="mobilevit_xxs", data=str(clean), image_size=32, epochs=2, batch_size=8, workers=2)
+    on_disk = vitkit.train(**common, memory_budget=1e-6, output=str(tmp_path / "disk"))
+    said = capsys.readouterr().out
+    assert "training images mapped from the disk cache" in said and "memory budget" in said
+    entries = sorted((tmp_path / "cache" / "decoded").iterdir())
+    assert len(entries) == 2 and all((e / "meta.json").is_file() for e in entries)  # train and val splits
+    monkeypatch.setattr("vitkit.data.sources.has_room", lambda folder, needed: False)  # a full disk: stream
     streamed = vitkit.train(**common, memory_budget=1e-6, output=str(tmp_path / "stream"))
     said = capsys.readouterr().out
-    assert "training images read from the files every epoch" in said and "memory budget" in said
+    assert "training images read from the files every epoch" in said and "free space" in said
     in_memory = vitkit.train(**common, output=str(tmp_path / "memory"))
     assert "training images in memory" in capsys.readouterr().out
     # the same pixels, order and augmentation: the same run as in memory, loss for loss
-    for a, b in zip(streamed.history, in_memory.history):
-        assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-5) and a["val_top1"] == b["val_top1"]
+    for a, b, c in zip(on_disk.history, streamed.history, in_memory.history):
+        assert a["train_loss"] == pytest.approx(c["train_loss"], abs=1e-5) and a["val_top1"] == c["val_top1"]
+        assert b["train_loss"] == pytest.approx(c["train_loss"], abs=1e-5) and b["val_top1"] == c["val_top1"]
+
+
+def test_the_disk_cache_is_built_once_and_holds_what_memory_would(folder, tmp_path, monkeypatch):
+    from vitkit.data import load_splits
+
+    listing = list_data(str(folder), 0.1)
+    p = Preprocess(32, crop_pct=0.875)
+    root = tmp_path / "cache"
+    monkeypatch.setenv("VITKIT_CACHE", str(root))
+    memory = load_splits(listing, p, 40, cache="memory")
+    disk = load_splits(listing, p, 40, cache="disk")
+    assert "mapped from the disk cache" in disk.where
+    assert torch.equal(disk.train.images, memory.train.images) and torch.equal(disk.train.labels, memory.train.labels)
+    assert torch.equal(disk.val.images, memory.val.images) and torch.equal(disk.val.labels, memory.val.labels)
+    assert [r.skipped for r in disk.reports] == [r.skipped for r in memory.reports]  # the same files counted
+    assert sum(len(r.skipped) for r in disk.reports) == 3
+    stamps = {f: f.stat().st_mtime_ns for f in root.rglob("images.u8")}
+
+    def never(*args, **kwargs):
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr("vitkit.data.diskcache.decode_chunks", never)
+    again = load_splits(listing, p, 40, cache="disk")  # a second run (or another rank) maps the same files
+    assert torch.equal(again.train.images, memory.train.images)
+    assert stamps == {f: f.stat().st_mtime_ns for f in root.rglob("images.u8")}
+    other = load_splits(listing, Preprocess(32, crop_pct=1.0), 40, cache="memory")
+    assert not torch.equal(other.val.images, memory.val.images)  # so another crop must not share the entry
+    with pytest.raises(AssertionError, match="decoded again"):
+        load_splits(listing, Preprocess(32, crop_pct=1.0), 40, cache="disk")
+
+
+def test_a_killed_disk_cache_build_leaves_no_entry_and_is_rebuilt(clean, tmp_path, monkeypatch):
+    from vitkit.data import diskcache, load_splits
+
+    listing = list_data(str(clean), 0.1)
+    p = Preprocess(32)
+    monkeypatch.setenv("VITKIT_CACHE", str(tmp_path / "cache"))
+    real = diskcache.decode_chunks
+
+    def killed_midway(*args, **kwargs):
+        chunks = real(*args, **kwargs)
+        yield next(chunks)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(diskcache, "decode_chunks", killed_midway)
+    with pytest.raises(KeyboardInterrupt):
+        load_splits(listing, p, 40, cache="disk")
+    leftovers = [f.name for f in (tmp_path / "cache").rglob("*") if f.is_file() and f.name != ".lock"]
+    assert leftovers == []  # nothing that a later run could take for a finished entry
+    monkeypatch.setattr(diskcache, "decode_chunks", real)
+    disk = load_splits(listing, p, 40, cache="disk")
+    assert torch.equal(disk.train.images, load_splits(listing, p, 40, cache="memory").train.images)
 
 
 def test_bad_files_met_while_training_are_skipped_and_counted_every_epoch(folder, tmp_path, capsys):
@@ -67,7 +127,9 @@ def test_bad_files_met_while_training_are_skipped_and_counted_every_epoch(folder
 
 
 def test_too_many_unreadable_files_stop_the_run_in_one_sentence(folder, tmp_path):
-    with pytest.raises(ValueError, match=r"unreadable in epoch 1 \(more than --max-unreadable 0\).*truncated|empty|notes"):
+    with pytest.raises(
+        ValueError, match=r"unreadable in epoch 1 \(more than --max-unreadable 0\).*truncated|empty|notes"
+    ):
         vitkit.train(model="mobilevit_xxs", data=str(folder), image_size=32, epochs=1, batch_size=8, cache="stream",
                      max_unreadable=0.0, output=str(tmp_path / "run"))  # fmt: skip
 

@@ -9,7 +9,7 @@ import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable, Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -193,12 +193,12 @@ def _decode_chunk(args: tuple[list[str], Callable]) -> list[torch.Tensor | None]
     return [load(p) for p in paths]
 
 
-def decode_files(
-    paths: list[str], load: Callable[[str], torch.Tensor | None], workers: int = 0
-) -> tuple[torch.Tensor, np.ndarray, DecodeReport]:
-    """Run ``load`` (file -> uint8 [3, S, S] or None) over ``paths`` in parallel, into one [N, 3, S, S] tensor.
+def decode_chunks(
+    paths: list, load: Callable[[str], torch.Tensor | None], workers: int = 0, desc: str = "decoding images"
+) -> Iterator[list[torch.Tensor | None]]:
+    """Run ``load`` (file -> uint8 [3, S, S] or None) over ``paths`` in parallel, yielding the results chunk by
+    chunk in the order of ``paths``, so a caller can write them out without holding them all.
 
-    Returns the tensor of the readable images, the indices (into ``paths``) they came from, and a report.
     ``load`` is a module-level function or a ``functools.partial`` of one, so worker processes can take it.
     """
     workers = workers if workers > 0 else min(8, os.cpu_count() or 1)
@@ -208,10 +208,18 @@ def decode_files(
         from vitkit.progress import progress
 
         with ProcessPoolExecutor(workers) as pool:
-            results = list(progress(pool.map(_decode_chunk, jobs), total=len(jobs), desc="decoding images", unit="chunk"))
+            yield from progress(pool.map(_decode_chunk, jobs), total=len(jobs), desc=desc, unit="chunk")
     else:
-        results = [[load(p) for p in job[0]] for job in jobs]
-    images = [a for part in results for a in part]
+        for job in jobs:
+            yield [load(p) for p in job[0]]
+
+
+def decode_files(
+    paths: list[str], load: Callable[[str], torch.Tensor | None], workers: int = 0
+) -> tuple[torch.Tensor, np.ndarray, DecodeReport]:
+    """``decode_chunks`` into one [N, 3, S, S] tensor: the readable images, the indices (into ``paths``) they
+    came from, and a report of the rest."""
+    images = [a for part in decode_chunks(paths, load, workers) for a in part]
     report = DecodeReport(total=len(paths), skipped=[p for p, a in zip(paths, images) if a is None])
     kept = np.array([i for i, a in enumerate(images) if a is not None], dtype=np.int64)
     stacked = torch.stack([images[i] for i in kept]) if len(kept) else torch.zeros(0, 3, 1, 1, dtype=torch.uint8)

@@ -26,6 +26,7 @@ from vitkit.data.images import (
     load_square,
     probe_images,
 )
+from vitkit.data.diskcache import cache_root, cached_images, decoded_bytes, entry_folder, has_room
 from vitkit.data.stream import Batch, StreamSet
 from vitkit.preprocess import Preprocess, eval_pixels
 
@@ -188,29 +189,58 @@ def load_splits(
 ) -> DataSplits:  # fmt: skip
     """Decode both splits of ``listing``: train for augmentation at ``train_side``, val as evaluated.
 
-    Files' training images are held in memory when they fit in ``memory_budget`` GiB (default: half this
-    machine's memory) or ``cache="memory"``, else (or with ``cache="stream"``) read lazily by worker processes
-    each epoch (``StreamSet``). Array data sets are in memory already; validation images are always decoded once.
+    Where files' decoded images are held (``cache``): ``memory``; ``disk``, a uint8 file per split in the disk
+    cache, memory-mapped (``vitkit.data.diskcache``); ``stream``, the training files read by worker processes
+    every epoch (``StreamSet``; validation in memory). ``auto`` takes memory when both splits fit in
+    ``memory_budget`` GiB (default: half this machine's memory), else the disk cache when they take at most
+    half its free space, else streaming. Array data sets are in memory already.
     """
-    where = "in memory"
+    mode, where = "memory", "in memory"
     if listing.train.paths is not None:
-        needed = (len(listing.train) * train_side**2 + len(listing.val) * p.input_size**2) * 3
+        needed = decoded_bytes(len(listing.train), train_side) + decoded_bytes(len(listing.val), p.input_size)
         budget = memory_budget * 2**30 if memory_budget is not None else _memory_bytes() // 2
+        over = f"over the {budget / 2**30:.2g} GiB memory budget"
+        size = f"{needed / 2**30:.2f} GiB decoded"
         if cache == "memory" or (cache == "auto" and needed <= budget):
             _check_fits_in_memory(len(listing.train) + len(listing.val), max(train_side, p.input_size), listing.name)
-            where = f"in memory ({needed / 2**30:.2f} GiB decoded once)"
+            where = f"in memory ({size} once)"
+        elif cache == "disk" or (cache == "auto" and has_room(cache_root(), needed)):
+            mode = "disk"
+            folder = entry_folder(listing.train.paths, train_side, _train_how(p, train_side))
+            where = f"mapped from the disk cache {folder} ({size}; {'--cache disk' if cache == 'disk' else over})"
         else:
-            why = "--cache stream" if cache == "stream" else f"over the {budget / 2**30:.2g} GiB memory budget"
-            where = f"read from the files every epoch ({needed / 2**30:.2f} GiB decoded would be {why})"
-    if where.startswith("read"):
+            mode = "stream"
+            why = "--cache stream" if cache == "stream" else f"{over}, and over half the disk cache's free space"
+            where = f"read from the files every epoch ({size} would be {why})"
+    if mode == "stream":
         train, train_report = StreamSet(listing.train.paths, listing.train.labels, train_side, p), None
+    elif mode == "disk":
+        square = functools.partial(load_square, side=train_side, p=p)
+        train, train_report = _cached(listing.train, square, train_side, _train_how(p, train_side), workers)
     else:
         train, train_report = train_set(listing.train, train_side, p, workers)
-    val, val_report = eval_set(listing.val, p, workers)
+    if mode == "disk":
+        pixels = functools.partial(load_eval_pixels, p=p)
+        val, val_report = _cached(listing.val, pixels, p.input_size, _eval_how(p), workers)
+    else:
+        val, val_report = eval_set(listing.val, p, workers)
     if len(train) == 0:
         raise ValueError(f"No readable image in {listing.name}: all {train_report.total} files failed to decode.")
     reports = [r for r in (train_report, val_report) if r is not None]
     return DataSplits(listing.name, train, val, listing.class_names, reports, where)
+
+
+def _train_how(p: Preprocess, side: int) -> str:
+    return f"train square {side} {p.resize_mode} {p.interpolation}"  # what load_square's pixels depend on
+
+
+def _eval_how(p: Preprocess) -> str:
+    return f"eval {p.input_size} {p.crop_pct} {p.resize_mode} {p.interpolation}"  # what eval_pixels' depend on
+
+
+def _cached(records: Records, load, side: int, how: str, workers: int) -> tuple[ImageSet, DecodeReport]:
+    images, kept, report = cached_images(records.paths, load, side, how, workers)
+    return ImageSet(images, torch.from_numpy(records.labels[kept])), report
 
 
 def _from_arrays(images: np.ndarray, labels: np.ndarray) -> Records:

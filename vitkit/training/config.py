@@ -49,7 +49,7 @@ class TrainConfig:
     class_balanced: bool = False  # draw each epoch with replacement, every class equally often
     val_fraction: float | None = None  # held out by a seeded split: default 0.2 for digits, 0.1 for a folder
     workers: int = 0  # processes decoding images; 0: one per core, up to 8
-    cache: str = "auto"  # auto (memory if it fits memory_budget, else stream) | memory | stream (read every epoch)
+    cache: str = "auto"  # auto (memory if it fits memory_budget, else disk if it has room, else stream) | memory | disk | stream
     memory_budget: float | None = None  # GiB of decoded images to hold in memory; default half this machine's
     max_unreadable: float = 0.05  # streaming: stop when more than this share of an epoch's files is unreadable
     # optimisation
@@ -93,7 +93,7 @@ CHOICES = {
     "optimizer": OPTIMIZERS,
     "schedule": ("cosine", "constant"),
     "amp": ("auto", "bf16", "fp16", "none"),
-    "cache": ("auto", "memory", "stream"),
+    "cache": ("auto", "memory", "disk", "stream"),
     "interpolation": INTERPOLATIONS,
     "resize_mode": RESIZE_MODES,
 }
