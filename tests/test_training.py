@@ -393,3 +393,28 @@ def test_a_run_killed_inside_an_epoch_resumes_at_the_next_batch(tmp_path):
     straight_history = json.loads((tmp_path / "straight" / "metrics.json").read_text())
     history = json.loads((tmp_path / "killed" / "metrics.json").read_text())
     assert [h["train_loss"] for h in history] == [h["train_loss"] for h in straight_history]
+
+
+def test_multiscale_trains_each_batch_at_a_side_of_the_plan_and_evaluates_at_one(tmp_path, monkeypatch):
+    from vitkit.data.transforms import BatchTransform
+
+    seen, real = [], BatchTransform.__call__
+
+    def recording(self, images, generator, size=None):
+        x = real(self, images, generator, size)
+        seen.append(tuple(x.shape))
+        return x
+
+    monkeypatch.setattr(BatchTransform, "__call__", recording)
+    common = dict(
+        model="mobilevit_xxs", data="digits", image_size=64, batch_size=32, epochs=1, augment="resize-crop-flip"
+    )
+    result = vitkit.train(**common, multiscale=True, output=str(tmp_path / "ms"))
+    plan = dict([(40, 82), (48, 57), (64, 32), (72, 25), (80, 20)])  # sides 0.625-1.25x 64 in multiples of 8
+    assert {s[2] for s in seen} <= set(plan) and len({s[2] for s in seen}) >= 3
+    assert all(s[2] == s[3] and s[0] <= plan[s[2]] + 1 for s in seen)  # square crops, pixels per batch kept
+    assert sum(s[0] for s in seen) == 1438  # every training image once
+    assert len(seen) < 1438 // 32  # fewer, larger steps than at a fixed batch of 32
+    assert result.history[0]["val_top1"] > 0  # evaluated (at 64 px: vitkit eval's pixels, no scale)
+    with pytest.raises(OptionError, match="multiscale"):
+        vitkit.train(**{**common, "augment": "none"}, multiscale=True, output=str(tmp_path / "none"))

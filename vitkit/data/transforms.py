@@ -146,12 +146,13 @@ class BatchTransform:
         self.train_side, self.hflip = train_side or preprocess.resize_size, hflip
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format  # the model's
 
-    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, generator: torch.Generator, size: int | None = None) -> torch.Tensor:
+        """``size``: the side of this batch's crops (multi-scale training), else the input size."""
         p = self.preprocess
         if self.augment == "none":
             x = eval_pixels(images, p).float()
         else:
-            x = self.geometry(images.float(), generator)
+            x = self.geometry(images.float(), generator, size or p.input_size)
         if self.auto_augment == "randaugment":
             x = autoaugment.rand_augment(x, generator, self.ops, self.magnitude, self.fill)
         elif self.auto_augment == "trivialaugment":
@@ -161,11 +162,12 @@ class BatchTransform:
             x = random_erasing(x, generator, self.erasing)
         return x
 
-    def geometry(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def geometry(self, x: torch.Tensor, generator: torch.Generator, S: int) -> torch.Tensor:
         """float [B, 3, H, W] -> float [B, 3, S, S], values 0-255: the random crop, scale and flip."""
-        p, S = self.preprocess, self.preprocess.input_size
+        p = self.preprocess
         if self.augment == "resize-crop-flip":  # the keras.io MobileViT pipeline: resize 280, crop 256, flip
-            x = resize_square(x, self.train_side, p.resize_mode, p.interpolation)
+            side = round(self.train_side * S / p.input_size)  # the same zoom at every crop size
+            x = resize_square(x, side, p.resize_mode, p.interpolation)
             x = random_hflip(random_crop(x, S, generator), generator, self.hflip)
         elif self.augment == "keras-vit":  # the Keras CIFAR-10 ViT pipeline: resize 72, flip, rotate, zoom
             theta = keras_vit_theta(len(x), generator, hflip=self.hflip)

@@ -47,9 +47,12 @@ class TrainConfig:
     mixup: float = 0.0  # mixup's Beta alpha (timm uses 0.8); 0: off
     cutmix: float = 0.0  # cutmix's Beta alpha (timm uses 1.0); 0: off; with both on, each batch uses one
     class_balanced: bool = False  # draw each epoch with replacement, every class equally often
+    multiscale: bool = False  # ml-cvnets' sampler: each batch at one of 5 sides 0.625-1.25x the size, same pixels
     val_fraction: float | None = None  # held out by a seeded split: default 0.2 for digits, 0.1 for a folder
     workers: int = 0  # processes decoding images; 0: one per core, up to 8
-    cache: str = "auto"  # auto (memory if it fits memory_budget, else disk if it has room, else stream) | memory | disk | stream
+    cache: str = (
+        "auto"  # auto (memory if it fits memory_budget, else disk if it has room, else stream) | memory | disk | stream
+    )
     memory_budget: float | None = None  # GiB of decoded images to hold in memory; default half this machine's
     max_unreadable: float = 0.05  # streaming: stop when more than this share of an epoch's files is unreadable
     # optimisation
@@ -161,6 +164,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise OptionError("freeze_epochs", "keeps pretrained features fixed: give --pretrained too, or leave it out.")
     if cfg.freeze_epochs > cfg.epochs:  # equal: a linear probe, the features never trained
         raise OptionError("freeze_epochs", f"({cfg.freeze_epochs}) must not exceed epochs ({cfg.epochs}).")
+    if cfg.multiscale and cfg.augment == "none":
+        raise OptionError("multiscale", "crops each batch to its own side: choose an --augment other than none.")
     if cfg.warmup_epochs > cfg.epochs:
         raise OptionError("warmup_epochs", f"({cfg.warmup_epochs}) must not exceed epochs ({cfg.epochs}).")
     for name in ("mean", "std"):

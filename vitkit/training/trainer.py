@@ -19,7 +19,7 @@ from torch import nn
 
 from vitkit.checkpoint import load_state, save_checkpoint
 from vitkit.data.sources import DataSplits, list_data, load_splits
-from vitkit.data.sampling import epoch_order, shard_batches
+from vitkit.data.sampling import epoch_order, expected_steps, multiscale_batches, multiscale_plan, shard_batches
 from vitkit.data.stream import StreamSet, default_workers
 from vitkit.data.transforms import BatchTransform
 from vitkit.errors import OptionError
@@ -117,6 +117,7 @@ class Run:
     best_epoch: int = 0
     warned: bool = False  # the trailing-validation warning is given once a run
     partial: dict | None = None  # the state saved inside the epoch a resumed run continues
+    scales: list[tuple[int, int]] | None = None  # multi-scale training's (side, batch size) pairs
 
     @property
     def eval_model(self) -> nn.Module:
@@ -184,7 +185,10 @@ def setup(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device, lo
     preprocess, size_choice = resolve_preprocess(cfg, spec, listing)
     hflip, flip_choice = resolve_hflip(cfg, listing)
     side = train_side(cfg, preprocess)
-    data = load_splits(listing, preprocess, side, cfg.workers, cfg.cache, cfg.memory_budget)
+    size = preprocess.input_size
+    scales = multiscale_plan(size, cfg.batch_size, scale_divisor(spec, size)) if cfg.multiscale else None
+    stored = math.ceil(side * scales[-1][0] / size) if scales else side  # what the largest crops are cut from
+    data = load_splits(listing, preprocess, stored, cfg.workers, cfg.cache, cfg.memory_budget)
     log(data.describe())
     for report in data.reports:
         if report.skipped:
@@ -192,6 +196,8 @@ def setup(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device, lo
     log(f"  image size {preprocess.input_size} ({size_choice})")
     log(f"  horizontal flips {'on' if hflip else 'off'} ({flip_choice})")
     log(f"  evaluation: {preprocess.describe()}")
+    if scales:
+        log("  multi-scale batches (side x batch): " + ", ".join(f"{s} x {b}" for s, b in scales))
 
     model_args = {**cfg.model_args, "image_size": preprocess.input_size}  # also lays out ViT's position grid
     model = create_model(cfg.model, num_classes=data.num_classes, **model_args)
@@ -216,7 +222,10 @@ def setup(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device, lo
             f"{cfg.batch_size * cfg.accumulate * info.world_size} ({'linear' if cfg.optimizer == 'sgd' else 'square-root'} rule)"
         )
     optimizer = optimizers.build_optimizer(model, cfg.optimizer, lr, cfg.weight_decay, cfg.momentum)
-    batches_per_epoch = math.ceil((len(data.train) // info.world_size) / cfg.batch_size)
+    if scales:  # the step count varies a little between epochs; the schedule counts the mean
+        batches_per_epoch = expected_steps(len(data.train), scales, info.world_size)
+    else:
+        batches_per_epoch = math.ceil((len(data.train) // info.world_size) / cfg.batch_size)
     scheduler = build_scheduler(optimizer, cfg, math.ceil(batches_per_epoch / cfg.accumulate))  # optimizer steps
     ema = None
     if cfg.ema_decay:
@@ -251,6 +260,7 @@ def setup(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device, lo
         mix=MixUpCutMix(data.num_classes, cfg.mixup, cfg.cutmix, cfg.label_smoothing)
         if cfg.mixup > 0 or cfg.cutmix > 0 else None,
         eval_batch_size=cfg.batch_size * 2,
+        scales=scales,
     )  # fmt: skip
 
 
@@ -291,7 +301,9 @@ def restore(run: Run, log) -> None:
     run.start_epoch, run.history = state["epoch"], state["history"]
     run.best_top1, run.best_epoch = state["best_top1"], state["best_epoch"]
     if run.partial is not None:
-        log(f"resuming {run.out} inside epoch {run.start_epoch + 1} of {run.cfg.epochs}, at step {run.partial['step'] + 1}")
+        log(
+            f"resuming {run.out} inside epoch {run.start_epoch + 1} of {run.cfg.epochs}, at step {run.partial['step'] + 1}"
+        )
     else:
         log(f"resuming {run.out} after epoch {run.start_epoch} of {run.cfg.epochs}")
 
@@ -348,6 +360,13 @@ def save_partial(run: Run, epoch: int, step: int, augment_gen: torch.Generator, 
     }
     with atomic_path(run.out / PARTIAL) as tmp:
         torch.save(state, tmp)
+
+
+def scale_divisor(spec, size: int) -> int:
+    """What multi-scale sides are multiples of: the model's input multiple (32 for MobileViT, as ml-cvnets; the
+    patch for ViT), or 8 where that leaves fewer than three sides (MobileViT at 64 px)."""
+    multiple = spec.model_cls.input_multiple(spec.config)
+    return multiple if len(multiscale_plan(size, 1, multiple)) >= 3 else 8
 
 
 def scaled_lr(cfg: TrainConfig, world_size: int) -> float:
@@ -413,7 +432,10 @@ def train_one_epoch(run: Run, epoch: int) -> ClassificationMeter:
     torch.manual_seed(seed_for(cfg.seed, epoch, 1000 + info.rank))  # dropout
     meter = ClassificationMeter(run.model.num_classes, device)
     order = epoch_order(data.labels, order_gen, cfg.class_balanced)
-    batches = shard_batches(order, cfg.batch_size, info.rank, info.world_size)
+    if run.scales:
+        batches, sides = multiscale_batches(order, run.scales, order_gen, info.rank, info.world_size)
+    else:
+        batches, sides = shard_batches(order, cfg.batch_size, info.rank, info.world_size), None
     groups = accumulation_groups(batches, cfg.accumulate)
     start, unreadable = 0, []
     if run.partial is not None and run.partial["epoch"] == epoch:  # continue where the saved state stopped
@@ -438,13 +460,15 @@ def train_one_epoch(run: Run, epoch: int) -> ClassificationMeter:
         first, last, group_size = groups[step]
         if len(idx) < 2 and len(skipped):  # unreadable files left one image or none, too few to train BatchNorm on
             if info.enabled:  # the other processes are waiting for this one's gradients
-                raise ValueError(f"A training batch was nearly all unreadable files ({', '.join(skipped[:3])}); fix them.")
+                raise ValueError(
+                    f"A training batch was nearly all unreadable files ({', '.join(skipped[:3])}); fix them."
+                )
             if first:
                 run.optimizer.zero_grad(set_to_none=True)
             if last:
                 optimizer_step(run)
             continue
-        x = run.train_tf(images.to(device, non_blocking=True), augment_gen)
+        x = run.train_tf(images.to(device, non_blocking=True), augment_gen, sides[step] if sides else None)
         y = data.labels[idx].to(device, non_blocking=True)
         target = y
         if run.mix is not None:  # soft targets; the meter still scores each image against its own label
