@@ -277,3 +277,27 @@ def test_transform_returns_the_models_memory_order():
     )
     assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
     assert BatchTransform(Preprocess(32))(images, torch.Generator()).is_contiguous()
+
+
+@pytest.mark.parametrize("mode", ["shorter", "squash"])
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic", "nearest"])
+def test_stored_squares_are_within_a_grey_level_of_the_float_resize(mode, interpolation):
+    import sklearn.datasets
+
+    from vitkit.data.images import as_batch, square_uint8
+    from vitkit.preprocess import resize_square, to_uint8
+
+    photo = np.asarray(Image.open(sklearn.datasets.__path__[0] + "/images/china.jpg").convert("RGB"))  # 640x427
+    for side in (256, 97):
+        fast = square_uint8(photo, side, mode, interpolation)
+        exact = to_uint8(resize_square(as_batch(photo).float(), side, mode, interpolation))[0]
+        assert fast.shape == exact.shape == (3, side, side) and fast.is_contiguous()
+        diff = (fast.int() - exact.int()).abs()
+        assert diff.max() <= {"bilinear": 1, "bicubic": 3, "nearest": 0}[interpolation] and diff.float().mean() < 0.2
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same bits on any number of threads: workers run one, the main process more
+    try:
+        one = square_uint8(photo, 97, mode, interpolation)
+    finally:
+        torch.set_num_threads(max(2, threads))
+    assert torch.equal(one, square_uint8(photo, 97, mode, interpolation))
