@@ -147,6 +147,7 @@ def _run(cfg: TrainConfig, resume: bool, info: distributed.DistInfo, device: tor
             "lr": lr_at_start,
             "seconds": round(seconds, 2),
             "train_images_per_s": round(train_meter.count / seconds, 1),
+            "steps": train_meter.steps,
         }
         if isinstance(run.data.train, StreamSet):  # files met unreadable this epoch, skipped
             record["unreadable"] = len(train_meter.unreadable)
@@ -493,7 +494,7 @@ def train_one_epoch(run: Run, epoch: int) -> ClassificationMeter:
         if step % 10 == 0:
             bar.set_postfix(loss=f"{meter.loss:.4f}", acc=f"{meter.top1:.2%}")
     meter.all_reduce()
-    meter.unreadable = unreadable
+    meter.unreadable, meter.steps = unreadable, len(batches)
     return meter
 
 
@@ -547,7 +548,8 @@ def write_history(history: list[dict], folder: Path) -> None:
     """metrics.json, metrics.csv and the loss / top-1 / top-5 plots."""
     atomic_write_text(folder / "metrics.json", json.dumps(history, indent=2))
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(history[0]))
+    columns = list(dict.fromkeys(key for record in history for key in record))  # a resumed run may add some
+    writer = csv.DictWriter(buffer, fieldnames=columns, restval="")
     writer.writeheader()
     writer.writerows(history)
     atomic_write_text(folder / "metrics.csv", buffer.getvalue())
