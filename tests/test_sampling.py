@@ -94,3 +94,23 @@ def test_two_ranks_evaluate_every_image_exactly_once(tmp_path):
     assert int(two["confusion"].sum()) == 11  # no image missed, none padded in twice
     assert torch.equal(two["confusion"], one.confusion)
     assert two["loss"] == pytest.approx(one.loss, rel=1e-5) and two["top5"] == one.top5
+
+
+def test_each_machine_draws_only_from_its_own_shards_in_equal_shares():
+    from vitkit.data.sampling import node_order
+
+    shard_of = torch.arange(1000) // 37  # 28 shards of 37 images (the last one shorter)
+    nodes, processes = 3, 2
+    shares, states = {}, []
+    for node in range(nodes):
+        generator = torch.Generator().manual_seed(4)
+        order = node_order(shard_of, generator, nodes, node, processes)
+        states.append(generator.get_state())
+        assert bool((shard_of[order] % nodes == node).all())  # only shards node, node + 3, ...
+        for local in range(processes):
+            shares[node, local] = torch.cat(shard_batches(order, 16, local, processes))
+    assert all(torch.equal(state, states[0]) for state in states)  # later draws (multi-scale sides) agree
+    assert len({len(s) for s in shares.values()}) == 1  # every process of every machine: the same number of images
+    assert len({len(shard_batches(torch.arange(len(s)), 16)) for s in shares.values()}) == 1  # so the same steps
+    seen = torch.cat(list(shares.values()))
+    assert len(seen.unique()) == len(seen) >= 1000 - 3 * 37  # disjoint; at most the largest surplus left out

@@ -176,3 +176,44 @@ def test_a_worker_reading_an_index_of_1_28m_files_adds_little_memory():
     print(f"memory a worker adds reading 1/7 of a 1.28M-file index: {added}")
     assert added["FileTable"] < 16 * 1024  # KiB: a few pages of the interpreter's own, not the index
     assert added["list"] > 4 * added["FileTable"]
+
+
+@pytest.mark.slow
+def test_two_machines_each_holding_only_their_own_shards_train_together(tmp_path):
+    """Two torchrun-style processes, each with its own copy of the pack in which the other machine's training
+    shards are deleted: both train the same number of steps and meet no missing file."""
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import sys
+
+    from vitkit.data.pack import pack
+
+    source = tmp_path / "photos"
+    make_image_folder(source / "train", classes=("cats", "dogs", "birds"), per_class=14, broken=False)
+    make_image_folder(source / "val", classes=("cats", "dogs", "birds"), per_class=3, broken=False)
+    pack(source, tmp_path / "pack", shard_images=6, log=lambda *a, **k: None)
+    shards = sorted((tmp_path / "pack").glob("train-*.tar"))
+    assert len(shards) == 7
+    for node in (0, 1):  # machine k keeps training shards k, k + 2, ... and every validation shard
+        copy = shutil.copytree(tmp_path / "pack", tmp_path / f"machine{node}")
+        for i, shard in enumerate(shards):
+            if i % 2 != node:
+                (copy / shard.name).unlink()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = []
+    for node in (0, 1):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+               "WORLD_SIZE": "2", "RANK": str(node), "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"}  # fmt: skip
+        command = [sys.executable, "-m", "vitkit", "train", "--model", "mobilevit_xxs", "--data", str(tmp_path / f"machine{node}"),
+                   "--node-shards", "--image-size", "32", "--epochs", "1", "--batch-size", "4", "--workers", "1",
+                   "--output", str(tmp_path / "run")]  # fmt: skip
+        procs.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert "machine 1 of 2 reads its own shards (18 images a process)" in outputs[0]  # 3 or 4 shards of 6: 18 each
+    history = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert history[0]["unreadable"] == 0 and history[0]["steps"] == 5  # 18 images in batches of 4, 4, 4, 4, 2

@@ -17,6 +17,19 @@ def epoch_order(labels: torch.Tensor, generator: torch.Generator, class_balanced
     return torch.multinomial(weights, len(labels), replacement=True, generator=generator)
 
 
+def node_order(
+    shard_of: torch.Tensor, generator: torch.Generator, nodes: int, node: int, processes: int
+) -> torch.Tensor:
+    """One epoch's order for machine ``node`` of ``nodes`` when each holds only its own pack shards (shard s on
+    node s % nodes): a permutation of that node's images, cut to the length every node can fill, a multiple of
+    its ``processes``, so every process of every node takes the same number of steps. Every node's permutation
+    is drawn from ``generator`` in turn, so all processes leave it in the same state."""
+    members = [torch.nonzero(shard_of % nodes == k).flatten() for k in range(nodes)]
+    length = min(len(m) for m in members) // processes * processes
+    orders = [m[torch.randperm(len(m), generator=generator)] for m in members]
+    return orders[node][:length]
+
+
 def shard_batches(order: torch.Tensor, batch_size: int, rank: int = 0, world_size: int = 1) -> list[torch.Tensor]:
     """Batches of indices for process ``rank``: every world_size-th index of the shared order, in equal shards
     (the order's remainder is dropped) so that every process takes the same number of steps. A last batch of a

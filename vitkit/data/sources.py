@@ -57,9 +57,11 @@ class ImageSet:
         return len(self.labels)
 
     def batches(self, batches: list[torch.Tensor], workers: int = 0, pin: bool = False) -> Iterator[Batch]:
-        """The images of each batch of indices (the interface ``StreamSet`` shares)."""
+        """The images of each batch of indices (the interface ``StreamSet`` shares); ``pin``: in page-locked
+        memory, so the copy to a GPU overlaps the work before it."""
         for index in batches:
-            yield Batch(self.images[index], index)
+            images = self.images[index]
+            yield Batch(images.pin_memory() if pin else images, index)
 
 
 @dataclass

@@ -33,8 +33,9 @@ def evaluate_model(
     model.eval()
     meter = ClassificationMeter(model.num_classes, device)
     order = memory_format(model)
-    for idx in torch.arange(rank, len(data), world).split(batch_size):
-        x = normalize(data.images[idx].to(device, non_blocking=True), model.preprocess, order)
+    mine = list(torch.arange(rank, len(data), world).split(batch_size))  # every image on exactly one process
+    for images, idx, _ in data.batches(mine, pin=device.type == "cuda"):
+        x = normalize(images.to(device, non_blocking=True), model.preprocess, order)
         y = data.labels[idx].to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             logits = model(x).float()

@@ -47,6 +47,7 @@ class TrainConfig:
     mixup: float = 0.0  # mixup's Beta alpha (timm uses 0.8); 0: off
     cutmix: float = 0.0  # cutmix's Beta alpha (timm uses 1.0); 0: off; with both on, each batch uses one
     class_balanced: bool = False  # draw each epoch with replacement, every class equally often
+    node_shards: bool = False  # a streamed pack: machine k of N reads only its shards k, k+N, ... (copy just those)
     multiscale: bool = False  # ml-cvnets' sampler: each batch at one of 5 sides 0.625-1.25x the size, same pixels
     val_fraction: float | None = None  # held out by a seeded split: default 0.2 for digits, 0.1 for a folder
     workers: int = 0  # processes decoding images; 0: one per core, up to 8
@@ -164,6 +165,10 @@ def check_config(cfg: TrainConfig) -> None:
         raise OptionError("freeze_epochs", "keeps pretrained features fixed: give --pretrained too, or leave it out.")
     if cfg.freeze_epochs > cfg.epochs:  # equal: a linear probe, the features never trained
         raise OptionError("freeze_epochs", f"({cfg.freeze_epochs}) must not exceed epochs ({cfg.epochs}).")
+    if cfg.node_shards and cfg.cache in ("memory", "disk"):
+        raise OptionError("node_shards", f"streams each machine's own shards: leave out --cache {cfg.cache}.")
+    if cfg.node_shards and cfg.class_balanced:
+        raise OptionError("node_shards", "draws each machine's own images, which class_balanced cannot balance.")
     if cfg.multiscale and cfg.augment == "none":
         raise OptionError("multiscale", "crops each batch to its own side: choose an --augment other than none.")
     if cfg.warmup_epochs > cfg.epochs:

@@ -16,6 +16,7 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    local_world_size: int = 1  # processes on this machine
 
     @property
     def is_main(self) -> bool:
@@ -25,6 +26,14 @@ class DistInfo:
     def enabled(self) -> bool:
         return self.world_size > 1
 
+    @property
+    def nodes(self) -> int:
+        return max(1, self.world_size // self.local_world_size)
+
+    @property
+    def node(self) -> int:
+        return self.rank // self.local_world_size  # torchrun numbers the ranks of a machine consecutively
+
 
 def setup(requested_device: str) -> tuple[DistInfo, torch.device]:
     """Initialise the process group when started by torchrun (WORLD_SIZE > 1); a no-op otherwise."""
@@ -32,6 +41,7 @@ def setup(requested_device: str) -> tuple[DistInfo, torch.device]:
         rank=int(os.environ.get("RANK", 0)),
         world_size=int(os.environ.get("WORLD_SIZE", 1)),
         local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+        local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", 1))),
     )
     device = pick_device(requested_device, info.local_rank)
     if info.enabled and not dist.is_initialized():

@@ -19,7 +19,14 @@ from torch import nn
 
 from vitkit.checkpoint import load_state, save_checkpoint
 from vitkit.data.sources import DataSplits, list_data, load_splits
-from vitkit.data.sampling import epoch_order, expected_steps, multiscale_batches, multiscale_plan, shard_batches
+from vitkit.data.sampling import (
+    epoch_order,
+    expected_steps,
+    multiscale_batches,
+    multiscale_plan,
+    node_order,
+    shard_batches,
+)
 from vitkit.data.stream import StreamSet, default_workers
 from vitkit.data.transforms import BatchTransform
 from vitkit.errors import OptionError
@@ -189,7 +196,16 @@ def setup(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device, lo
     size = preprocess.input_size
     scales = multiscale_plan(size, cfg.batch_size, scale_divisor(spec, size)) if cfg.multiscale else None
     stored = math.ceil(side * scales[-1][0] / size) if scales else side  # what the largest crops are cut from
-    data = load_splits(listing, preprocess, stored, cfg.workers, cfg.cache, cfg.memory_budget)
+    cache = "stream" if cfg.node_shards else cfg.cache
+    data = load_splits(listing, preprocess, stored, cfg.workers, cache, cfg.memory_budget)
+    if cfg.node_shards:
+        if not (isinstance(data.train, StreamSet) and data.train.files.shards is not None):
+            raise OptionError(
+                "node_shards", "reads a pack's shards machine by machine: give --data a `vitkit pack` folder."
+            )
+        log(
+            f"  machine {info.node + 1} of {info.nodes} reads its own shards ({process_share(data.train, info)} images a process)"
+        )
     log(data.describe())
     for report in data.reports:
         if report.skipped:
@@ -223,10 +239,11 @@ def setup(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device, lo
             f"{cfg.batch_size * cfg.accumulate * info.world_size} ({'linear' if cfg.optimizer == 'sgd' else 'square-root'} rule)"
         )
     optimizer = optimizers.build_optimizer(model, cfg.optimizer, lr, cfg.weight_decay, cfg.momentum)
+    share = process_share(data.train, info) if cfg.node_shards else len(data.train) // info.world_size
     if scales:  # the step count varies a little between epochs; the schedule counts the mean
-        batches_per_epoch = expected_steps(len(data.train), scales, info.world_size)
+        batches_per_epoch = expected_steps(share, scales)
     else:
-        batches_per_epoch = math.ceil((len(data.train) // info.world_size) / cfg.batch_size)
+        batches_per_epoch = math.ceil(share / cfg.batch_size)
     scheduler = build_scheduler(optimizer, cfg, math.ceil(batches_per_epoch / cfg.accumulate))  # optimizer steps
     ema = None
     if cfg.ema_decay:
@@ -363,6 +380,12 @@ def save_partial(run: Run, epoch: int, step: int, augment_gen: torch.Generator, 
         torch.save(state, tmp)
 
 
+def process_share(data: StreamSet, info: distributed.DistInfo) -> int:
+    """Images each process trains on per epoch when every machine reads only its own shards."""
+    shard_of = torch.from_numpy(data.files.shard)
+    return min(int((shard_of % info.nodes == k).sum()) for k in range(info.nodes)) // info.local_world_size
+
+
 def scale_divisor(spec, size: int) -> int:
     """What multi-scale sides are multiples of: the model's input multiple (32 for MobileViT, as ml-cvnets; the
     patch for ViT), or 8 where that leaves fewer than three sides (MobileViT at 64 px)."""
@@ -432,11 +455,15 @@ def train_one_epoch(run: Run, epoch: int) -> ClassificationMeter:
     augment_gen = torch.Generator().manual_seed(seed_for(cfg.seed, epoch, 1 + info.rank))
     torch.manual_seed(seed_for(cfg.seed, epoch, 1000 + info.rank))  # dropout
     meter = ClassificationMeter(run.model.num_classes, device)
-    order = epoch_order(data.labels, order_gen, cfg.class_balanced)
-    if run.scales:
-        batches, sides = multiscale_batches(order, run.scales, order_gen, info.rank, info.world_size)
+    if cfg.node_shards:  # this machine's images only, shared among its processes
+        order = node_order(torch.from_numpy(data.files.shard), order_gen, info.nodes, info.node, info.local_world_size)
+        rank, world = info.local_rank, info.local_world_size
     else:
-        batches, sides = shard_batches(order, cfg.batch_size, info.rank, info.world_size), None
+        order, rank, world = epoch_order(data.labels, order_gen, cfg.class_balanced), info.rank, info.world_size
+    if run.scales:
+        batches, sides = multiscale_batches(order, run.scales, order_gen, rank, world)
+    else:
+        batches, sides = shard_batches(order, cfg.batch_size, rank, world), None
     groups = accumulation_groups(batches, cfg.accumulate)
     start, unreadable = 0, []
     if run.partial is not None and run.partial["epoch"] == epoch:  # continue where the saved state stopped
