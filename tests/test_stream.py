@@ -52,7 +52,10 @@ def test_a_set_over_the_memory_budget_trains_through_the_disk_cache_or_the_strea
     assert "training images mapped from the disk cache" in said and "memory budget" in said
     entries = sorted((tmp_path / "cache" / "decoded").iterdir())
     assert len(entries) == 2 and all((e / "meta.json").is_file() for e in entries)  # train and val splits
-    monkeypatch.setattr("vitkit.data.sources.has_room", lambda folder, needed: False)  # a full disk: stream
+    monkeypatch.setattr("vitkit.data.sources.has_room", lambda folder, needed: False)  # the disk filled up since
+    vitkit.train(**{**common, "epochs": 1}, memory_budget=1e-6, output=str(tmp_path / "again"))
+    assert "mapped from the disk cache" in capsys.readouterr().out  # the entry built before is used
+    monkeypatch.setenv("VITKIT_CACHE", str(tmp_path / "empty-cache"))  # no entry and no room: stream
     streamed = vitkit.train(**common, memory_budget=1e-6, output=str(tmp_path / "stream"))
     said = capsys.readouterr().out
     assert "training images read from the files every epoch" in said and "free space" in said
@@ -112,7 +115,10 @@ def test_a_killed_disk_cache_build_leaves_no_entry_and_is_rebuilt(clean, tmp_pat
     leftovers = [f.name for f in (tmp_path / "cache").rglob("*") if f.is_file() and f.name != ".lock"]
     assert leftovers == []  # nothing that a later run could take for a finished entry
     monkeypatch.setattr(diskcache, "decode_chunks", real)
+    entry = next((tmp_path / "cache" / "decoded").iterdir())
+    (entry / ".images.u8.left-by-sigkill.tmp").write_bytes(b"\0" * 100)  # what a SIGKILL mid-build leaves
     disk = load_splits(listing, p, 40, cache="disk")
+    assert not list(entry.glob("*.tmp"))  # removed under the lock by the next build
     assert torch.equal(disk.train.images, load_splits(listing, p, 40, cache="memory").train.images)
 
 
@@ -217,3 +223,24 @@ def test_two_machines_each_holding_only_their_own_shards_train_together(tmp_path
     assert "machine 1 of 2 reads its own shards (18 images a process)" in outputs[0]  # 3 or 4 shards of 6: 18 each
     history = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert history[0]["unreadable"] == 0 and history[0]["steps"] == 5  # 18 images in batches of 4, 4, 4, 4, 2
+
+
+def test_node_shards_refusals_are_one_sentence(tmp_path):
+    from vitkit.data.pack import pack
+    from vitkit.errors import OptionError
+
+    source = tmp_path / "photos"
+    make_image_folder(source / "train", classes=("cats", "dogs"), per_class=8, broken=False)
+    make_image_folder(source / "val", classes=("cats", "dogs"), per_class=2, broken=False)
+    pack(source, tmp_path / "pack", shard_images=6, log=lambda *a, **k: None)
+    pack(source / "train", tmp_path / "nosplit", shard_images=6, log=lambda *a, **k: None)
+    common = dict(model="mobilevit_xxs", image_size=32, epochs=1, batch_size=4, workers=1, node_shards=True)
+    with pytest.raises(OptionError, match="needs a pack with its own val split"):
+        vitkit.train(**common, data=str(tmp_path / "nosplit"), output=str(tmp_path / "a"))
+    with pytest.raises(OptionError, match="give --data a `vitkit pack` folder"):
+        vitkit.train(**common, data=str(source), output=str(tmp_path / "b"))
+    (tmp_path / "pack" / "train-000001.tar").unlink()
+    with pytest.raises(OptionError, match=r"machine 0 of 1 .* but train-000001.tar is not here"):
+        vitkit.train(**common, data=str(tmp_path / "pack"), output=str(tmp_path / "c"))
+    with pytest.raises(OptionError, match="leave out --cache memory"):
+        vitkit.train(**common, data=str(tmp_path / "pack"), cache="memory", output=str(tmp_path / "d"))

@@ -397,6 +397,14 @@ def test_a_run_killed_inside_an_epoch_resumes_at_the_next_batch(tmp_path):
 
 def test_multiscale_trains_each_batch_at_a_side_of_the_plan_and_evaluates_at_one(tmp_path, monkeypatch):
     from vitkit.data.transforms import BatchTransform
+    import importlib
+
+    evaluate_module = importlib.import_module("vitkit.inference.evaluate")  # the module, not the function
+    from vitkit.models.registry import get_model_spec
+    from vitkit.training.trainer import scale_divisor
+
+    # MobileViT takes any size, so a small input falls back to multiples of 8; ViT keeps whole patches
+    assert (scale_divisor(get_model_spec("mobilevit_xxs"), 64), scale_divisor(get_model_spec("vit_b16"), 32)) == (8, 16)
 
     seen, real = [], BatchTransform.__call__
 
@@ -406,6 +414,10 @@ def test_multiscale_trains_each_batch_at_a_side_of_the_plan_and_evaluates_at_one
         return x
 
     monkeypatch.setattr(BatchTransform, "__call__", recording)
+    evaluated, real_normalize = [], evaluate_module.normalize
+    monkeypatch.setattr(
+        evaluate_module, "normalize", lambda x, *a: evaluated.append(tuple(x.shape)) or real_normalize(x, *a)
+    )
     common = dict(
         model="mobilevit_xxs", data="digits", image_size=64, batch_size=32, epochs=1, augment="resize-crop-flip"
     )
@@ -415,6 +427,7 @@ def test_multiscale_trains_each_batch_at_a_side_of_the_plan_and_evaluates_at_one
     assert all(s[2] == s[3] and s[0] <= plan[s[2]] + 1 for s in seen)  # square crops, pixels per batch kept
     assert sum(s[0] for s in seen) == 1438  # every training image once
     assert len(seen) < 1438 // 32  # fewer, larger steps than at a fixed batch of 32
-    assert result.history[0]["val_top1"] > 0  # evaluated (at 64 px: vitkit eval's pixels, no scale)
+    assert evaluated and {s[2:] for s in evaluated} == {(64, 64)}  # evaluation at the one input size
+    assert sum(s[0] for s in evaluated) == 359 and result.history[0]["val_top1"] > 0
     with pytest.raises(OptionError, match="multiscale"):
         vitkit.train(**{**common, "augment": "none"}, multiscale=True, output=str(tmp_path / "none"))

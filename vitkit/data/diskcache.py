@@ -28,7 +28,7 @@ import torch
 from vitkit.data.images import DecodeReport, PackedImage, decode_chunks
 from vitkit.utils import atomic_paths
 
-FORMAT = 1  # bump when the layout of an entry changes
+FORMAT = 2  # bump when the layout of an entry, or the code that makes its pixels (load_square, eval_pixels), changes
 
 
 def cache_root() -> Path:
@@ -51,7 +51,10 @@ def has_room(folder: Path, needed: int) -> bool:
 
 def entry_key(paths: list, side: int, how: str) -> str:
     """Digest of what the entry is made from: each file's (or pack shard's) path, size and mtime, and ``how``."""
-    digest = hashlib.sha256(f"{FORMAT} {side} {how}\n".encode())
+    import PIL
+
+    # the libraries that decode and resample are part of what the pixels are
+    digest = hashlib.sha256(f"{FORMAT} {side} {how} torch {torch.__version__} Pillow {PIL.__version__}\n".encode())
     stats: dict[str, str] = {}
     for path in paths:
         file = path.shard if isinstance(path, PackedImage) else str(path)
@@ -71,12 +74,11 @@ def entry_folder(paths: list, side: int, how: str, root: Path | None = None) -> 
 
 
 def cached_images(
-    paths: list, load: Callable, side: int, how: str, workers: int = 0, root: Path | None = None
+    paths: list, load: Callable, side: int, folder: Path, workers: int = 0
 ) -> tuple[torch.Tensor, np.ndarray, DecodeReport]:
-    """``decode_files`` through the disk cache: the readable images as a [N, 3, side, side] uint8 tensor mapped
-    from disk (read-only pages, shared by every process that maps them), the indices into ``paths`` they came
-    from, and the report of the unreadable files. Builds the entry on a miss."""
-    folder = entry_folder(paths, side, how, root)
+    """``decode_files`` through the disk cache entry ``folder`` (``entry_folder``): the readable images as a
+    [N, 3, side, side] uint8 tensor mapped from disk (pages shared by every process that maps them), the
+    indices into ``paths`` they came from, and the report of the unreadable files. Builds the entry on a miss."""
     with _lock(folder):
         if not (folder / "meta.json").is_file():
             _build(folder, paths, load, side, workers)
@@ -94,8 +96,10 @@ def _build(folder: Path, paths: list, load: Callable, side: int, workers: int) -
     row = decoded_bytes(1, side)
     kept, skipped = [], []
     with atomic_paths(folder / "images.u8", folder / "kept.npy", folder / "meta.json") as (images, index, meta):
-        with open(images, "r+b") as out:
-            for part in decode_chunks(paths, load, workers, desc=f"decoding into the disk cache {folder}"):
+        chunks = decode_chunks(paths, load, workers, desc=f"decoding into the disk cache {folder}")
+        # closing: on an error the pool's workers (which inherited the lock's descriptor) end before the lock does
+        with open(images, "r+b") as out, contextlib.closing(chunks):
+            for part in chunks:
                 for image in part:
                     i = len(kept) + len(skipped)
                     if image is None:

@@ -197,39 +197,49 @@ def load_splits(
     ``memory_budget`` GiB (default: half this machine's memory), else the disk cache when they take at most
     half its free space, else streaming. Array data sets are in memory already.
     """
-    mode, where = "memory", "in memory"
+    mode, where, folder = "memory", "in memory", None
     if listing.train.paths is not None:
-        needed = decoded_bytes(len(listing.train), train_side) + decoded_bytes(len(listing.val), p.input_size)
-        budget = memory_budget * 2**30 if memory_budget is not None else _memory_bytes() // 2
-        over = f"over the {budget / 2**30:.2g} GiB memory budget"
-        size = f"{needed / 2**30:.2f} GiB decoded"
-        if cache == "memory" or (cache == "auto" and needed <= budget):
-            _check_fits_in_memory(len(listing.train) + len(listing.val), max(train_side, p.input_size), listing.name)
-            where = f"in memory ({size} once)"
-        elif cache == "disk" or (cache == "auto" and has_room(cache_root(), needed)):
-            mode = "disk"
-            folder = entry_folder(listing.train.paths, train_side, _train_how(p, train_side))
-            where = f"mapped from the disk cache {folder} ({size}; {'--cache disk' if cache == 'disk' else over})"
-        else:
-            mode = "stream"
-            why = "--cache stream" if cache == "stream" else f"{over}, and over half the disk cache's free space"
-            where = f"read from the files every epoch ({size} would be {why})"
+        mode, where, folder = _choose_path(listing, p, train_side, cache, memory_budget)
     if mode == "stream":
         train, train_report = StreamSet(listing.train.paths, listing.train.labels, train_side, p), None
     elif mode == "disk":
         square = functools.partial(load_square, side=train_side, p=p)
-        train, train_report = _cached(listing.train, square, train_side, _train_how(p, train_side), workers)
+        train, train_report = _cached(listing.train, square, train_side, folder, workers)
+        pixels = functools.partial(load_eval_pixels, p=p)
+        val_folder = entry_folder(listing.val.paths, p.input_size, _eval_how(p))
+        val, val_report = _cached(listing.val, pixels, p.input_size, val_folder, workers)
     else:
         train, train_report = train_set(listing.train, train_side, p, workers)
-    if mode == "disk":
-        pixels = functools.partial(load_eval_pixels, p=p)
-        val, val_report = _cached(listing.val, pixels, p.input_size, _eval_how(p), workers)
-    else:
+    if mode != "disk":
         val, val_report = eval_set(listing.val, p, workers)
     if len(train) == 0:
         raise ValueError(f"No readable image in {listing.name}: all {train_report.total} files failed to decode.")
     reports = [r for r in (train_report, val_report) if r is not None]
     return DataSplits(listing.name, train, val, listing.class_names, reports, where)
+
+
+def _choose_path(
+    listing: DataListing, p: Preprocess, train_side: int, cache: str, memory_budget: float | None
+) -> tuple[str, str, Path | None]:
+    """(memory | disk | stream, the sentence saying where the training images live and why, the disk cache
+    entry) for a listing of files."""
+    needed = decoded_bytes(len(listing.train), train_side) + decoded_bytes(len(listing.val), p.input_size)
+    budget = memory_budget * 2**30 if memory_budget is not None else _memory_bytes() // 2
+    over, size = f"over the {budget / 2**30:.2g} GiB memory budget", f"{needed / 2**30:.2f} GiB decoded"
+    if cache == "memory" or (cache == "auto" and needed <= budget):
+        _check_fits_in_memory(len(listing.train) + len(listing.val), max(train_side, p.input_size), listing.name)
+        return "memory", f"in memory ({size} once)", None
+    if cache != "stream":
+        folder = entry_folder(listing.train.paths, train_side, _train_how(p, train_side))
+        # an entry an earlier run built is used whatever room is left now
+        if cache == "disk" or (folder / "meta.json").is_file() or has_room(cache_root(), needed):
+            return (
+                "disk",
+                f"mapped from the disk cache {folder} ({size}; {'--cache disk' if cache == 'disk' else over})",
+                folder,
+            )
+    why = "streaming was asked for" if cache == "stream" else f"{over}, and over half the disk cache's free space"
+    return "stream", f"read from the files every epoch ({size}; {why})", None
 
 
 def _train_how(p: Preprocess, side: int) -> str:
@@ -240,8 +250,8 @@ def _eval_how(p: Preprocess) -> str:
     return f"eval {p.input_size} {p.crop_pct} {p.resize_mode} {p.interpolation}"  # what eval_pixels' depend on
 
 
-def _cached(records: Records, load, side: int, how: str, workers: int) -> tuple[ImageSet, DecodeReport]:
-    images, kept, report = cached_images(records.paths, load, side, how, workers)
+def _cached(records: Records, load, side: int, folder, workers: int) -> tuple[ImageSet, DecodeReport]:
+    images, kept, report = cached_images(records.paths, load, side, folder, workers)
     return ImageSet(images, torch.from_numpy(records.labels[kept])), report
 
 
@@ -405,7 +415,9 @@ def list_folder(
         train_idx, val_idx = stratified_split(np.array(labels), val_fraction, split_seed)
         train_paths, train_labels = [paths[i] for i in train_idx], [labels[i] for i in train_idx]
         val_paths, val_labels = [paths[i] for i in val_idx], [labels[i] for i in val_idx]
-    side, gray_share = probe_images(train_paths)
+    # a pack's val split is held whole by every machine (--node-shards), so every machine probes the same files
+    probed = val_paths if is_pack(root) and "train" in splits and val_paths else train_paths
+    side, gray_share = probe_images(probed)
     return DataListing(
         name or root.name,
         classes,
@@ -457,7 +469,7 @@ def _check_fits_in_memory(n_images: int, base_size: int, name: str) -> None:
     if needed > _memory_bytes() // 2:
         raise ValueError(
             f"{name}: {n_images} images at {base_size}px need {needed / 2**30:.1f} GiB decoded, more than half this "
-            f"machine's memory; use --cache stream (or auto), a smaller --image-size, or a subset."
+            f"machine's memory; use --cache disk or stream (or auto), a smaller --image-size, or a subset."
         )
 
 

@@ -117,6 +117,7 @@ class ConvClassifier(nn.Module):
     ``init_head``."""
 
     prefers_channels_last = True  # convolutions dominate: NHWC trains 1.3x faster on CPU (benchmarks/RESULTS.md)
+    any_input_size = True  # feature maps that do not divide into patches are resized inside the network
     first_conv = "stem.conv.weight"  # the input channels ``load_weights(bgr_to_rgb=True)`` reverses
 
     @staticmethod

@@ -81,6 +81,7 @@ TRANSFORMERS_NAMES = [
 
 class VisionTransformer(nn.Module):
     prefers_channels_last = False  # token-major already: nothing to gain
+    any_input_size = False  # pixels past the last whole patch are dropped: sides must be multiples of it
     weight_sources = {"vitkit/timm": [], "transformers": TRANSFORMERS_NAMES}
     first_conv = "patch_embed.proj.weight"
 

@@ -8,6 +8,7 @@ import dataclasses
 import io
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,10 +200,7 @@ def setup(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device, lo
     cache = "stream" if cfg.node_shards else cfg.cache
     data = load_splits(listing, preprocess, stored, cfg.workers, cache, cfg.memory_budget)
     if cfg.node_shards:
-        if not (isinstance(data.train, StreamSet) and data.train.files.shards is not None):
-            raise OptionError(
-                "node_shards", "reads a pack's shards machine by machine: give --data a `vitkit pack` folder."
-            )
+        check_node_shards(data, listing, info)
         log(
             f"  machine {info.node + 1} of {info.nodes} reads its own shards ({process_share(data.train, info)} images a process)"
         )
@@ -380,6 +378,35 @@ def save_partial(run: Run, epoch: int, step: int, augment_gen: torch.Generator, 
         torch.save(state, tmp)
 
 
+def check_node_shards(data: DataSplits, listing, info: distributed.DistInfo) -> None:
+    """One sentence, before any step, for each way ``--node-shards`` would train wrongly."""
+    if not (isinstance(data.train, StreamSet) and data.train.files.shards is not None):
+        raise OptionError(
+            "node_shards", "reads a pack's shards machine by machine: give --data a `vitkit pack` folder."
+        )
+    if listing.val_fraction is not None:  # a held-out part of the training shards would differ between machines
+        raise OptionError(
+            "node_shards",
+            "needs a pack with its own val split (packed from train/ and val/), held whole by every machine.",
+        )
+    if info.enabled and ("LOCAL_WORLD_SIZE" not in os.environ or info.world_size % info.local_world_size):
+        raise OptionError("node_shards", "needs the same number of processes on every machine, started by torchrun.")
+    shards = data.train.files.shards
+    missing = [Path(s).name for i, s in enumerate(shards) if i % info.nodes == info.node and not Path(s).is_file()]
+    if missing:
+        raise OptionError(
+            "node_shards",
+            f"makes machine {info.node} of {info.nodes} read training shards {info.node}, {info.node} + {info.nodes}, "
+            f"..., but {missing[0]} is not here: copy them, or give torchrun the --node_rank of the shards it holds.",
+        )
+    if process_share(data.train, info) < 2:
+        raise OptionError(
+            "node_shards",
+            f"leaves fewer than 2 images per process from {len(shards)} training shards on {info.nodes} machine(s): "
+            "pack with a smaller --shard-images.",
+        )
+
+
 def process_share(data: StreamSet, info: distributed.DistInfo) -> int:
     """Images each process trains on per epoch when every machine reads only its own shards."""
     shard_of = torch.from_numpy(data.files.shard)
@@ -388,9 +415,11 @@ def process_share(data: StreamSet, info: distributed.DistInfo) -> int:
 
 def scale_divisor(spec, size: int) -> int:
     """What multi-scale sides are multiples of: the model's input multiple (32 for MobileViT, as ml-cvnets; the
-    patch for ViT), or 8 where that leaves fewer than three sides (MobileViT at 64 px)."""
+    patch for ViT), or 8 where that leaves fewer than three sides and the model takes any size (MobileViT at
+    64 px; a ViT keeps its patch, whatever the number of sides)."""
     multiple = spec.model_cls.input_multiple(spec.config)
-    return multiple if len(multiscale_plan(size, 1, multiple)) >= 3 else 8
+    few = len(multiscale_plan(size, 1, multiple)) < 3
+    return 8 if few and getattr(spec.model_cls, "any_input_size", False) else multiple
 
 
 def scaled_lr(cfg: TrainConfig, world_size: int) -> float:
