@@ -6,8 +6,9 @@ machine, map that file instead of decoding again. The operating system's page ca
 all processes of a node, and evicts them when memory is short, so a set larger than memory still trains (at
 disk speed for what is not cached).
 
-The key is a digest of the file list (path, size and modification time of each file or pack shard) and of how
-the images are made square, so a changed folder or another image size gets its own entry. The entry is written
+The key is a digest of the file list (path, size and modification time of each file or pack shard), of how
+the images are made square, and of the versions of the pixel code, PyTorch and Pillow, so a changed folder,
+another image size or an upgrade gets its own entry. The entry is written
 under a lock by one process while the others wait, atomically (images first, then ``meta.json``), so a killed
 build leaves no entry that looks complete.
 """
@@ -139,8 +140,3 @@ def _lock(folder: Path) -> Iterator[None]:
             for stale in folder.glob(".*.tmp"):
                 stale.unlink(missing_ok=True)
         yield
-
-
-def preprocess_tag(p, side: int) -> str:
-    """The part of ``Preprocess`` that decides stored pixels, for the key (normalisation does not)."""
-    return f"{p.resize_mode} {p.interpolation} {p.input_size} {p.crop_pct} {side}"

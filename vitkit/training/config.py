@@ -51,9 +51,7 @@ class TrainConfig:
     multiscale: bool = False  # ml-cvnets' sampler: each batch at one of 5 sides 0.625-1.25x the size, same pixels
     val_fraction: float | None = None  # held out by a seeded split: default 0.2 for digits, 0.1 for a folder
     workers: int = 0  # processes decoding images; 0: one per core, up to 8
-    cache: str = (
-        "auto"  # auto (memory if it fits memory_budget, else disk if it has room, else stream) | memory | disk | stream
-    )
+    cache: str = "auto"  # auto (memory within memory_budget, else disk if room, else stream) | memory | disk | stream
     memory_budget: float | None = None  # GiB of decoded images to hold in memory; default half this machine's
     max_unreadable: float = 0.05  # streaming: stop when more than this share of an epoch's files is unreadable
     # optimisation
