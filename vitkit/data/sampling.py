@@ -25,9 +25,13 @@ def node_order(
     its ``processes``, so every process of every node takes the same number of steps. Every node's permutation
     is drawn from ``generator`` in turn, so all processes leave it in the same state."""
     members = [torch.nonzero(shard_of % nodes == k).flatten() for k in range(nodes)]
-    length = min(len(m) for m in members) // processes * processes
     orders = [m[torch.randperm(len(m), generator=generator)] for m in members]
-    return orders[node][:length]
+    return orders[node][: node_share(shard_of, nodes, processes) * processes]
+
+
+def node_share(shard_of: torch.Tensor, nodes: int, processes: int) -> int:
+    """Images each of a machine's ``processes`` takes per epoch under ``node_order``: the smallest machine's."""
+    return min(int((shard_of % nodes == k).sum()) for k in range(nodes)) // processes
 
 
 def shard_batches(order: torch.Tensor, batch_size: int, rank: int = 0, world_size: int = 1) -> list[torch.Tensor]:

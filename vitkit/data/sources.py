@@ -163,25 +163,35 @@ def list_data(spec: str, val_fraction: float | None = None, split_seed: int = 0)
     )
 
 
-def eval_set(records: Records, p: Preprocess, workers: int = 0) -> tuple[ImageSet, DecodeReport | None]:
-    """The split as the model evaluates it: ``eval_pixels`` of every image (files decoded in parallel)."""
+def eval_set(
+    records: Records, p: Preprocess, workers: int = 0, on_disk: bool = False
+) -> tuple[ImageSet, DecodeReport | None]:
+    """The split as the model evaluates it: ``eval_pixels`` of every image (files decoded in parallel, into
+    the disk cache with ``on_disk``)."""
     if records.images is not None:
         pixels = torch.cat([eval_pixels(chunk, p) for chunk in records.images.split(1024)])
         return ImageSet(pixels, torch.from_numpy(records.labels)), None
-    return _decode(records, functools.partial(load_eval_pixels, p=p), workers)
+    entry = entry_folder(records.paths, p.input_size, _eval_how(p)) if on_disk else None
+    return _decode(records, functools.partial(load_eval_pixels, p=p), workers, p.input_size, entry)
 
 
-def train_set(records: Records, side: int, p: Preprocess, workers: int = 0) -> tuple[ImageSet, DecodeReport | None]:
+def train_set(
+    records: Records, side: int, p: Preprocess, workers: int = 0, entry: Path | None = None
+) -> tuple[ImageSet, DecodeReport | None]:
     """The split as stored for augmentation: arrays as they are, files made square at ``side`` the way ``p``
-    says (the augmentation resizes and crops from there)."""
+    says (the augmentation resizes and crops from there), into the disk cache ``entry`` when given."""
     if records.images is not None:
         return ImageSet(records.images, torch.from_numpy(records.labels)), None
-    return _decode(records, functools.partial(load_square, side=side, p=p), workers)
+    return _decode(records, functools.partial(load_square, side=side, p=p), workers, side, entry)
 
 
-def _decode(records: Records, load, workers: int) -> tuple[ImageSet, DecodeReport]:
-    """Files -> an ImageSet of those ``load`` could read, with their labels, and the report of the rest."""
-    images, kept, report = decode_files(records.paths, load, workers)
+def _decode(records: Records, load, workers: int, side: int, entry: Path | None) -> tuple[ImageSet, DecodeReport]:
+    """Files -> an ImageSet of those ``load`` could read, with their labels, and the report of the rest; held
+    in memory, or mapped from the disk cache ``entry`` (built on a miss)."""
+    if entry is None:
+        images, kept, report = decode_files(records.paths, load, workers)
+    else:
+        images, kept, report = cached_images(records.paths, load, side, entry, workers)
     return ImageSet(images, torch.from_numpy(records.labels[kept])), report
 
 
@@ -202,16 +212,9 @@ def load_splits(
         mode, where, folder = _choose_path(listing, p, train_side, cache, memory_budget)
     if mode == "stream":
         train, train_report = StreamSet(listing.train.paths, listing.train.labels, train_side, p), None
-    elif mode == "disk":
-        square = functools.partial(load_square, side=train_side, p=p)
-        train, train_report = _cached(listing.train, square, train_side, folder, workers)
-        pixels = functools.partial(load_eval_pixels, p=p)
-        val_folder = entry_folder(listing.val.paths, p.input_size, _eval_how(p))
-        val, val_report = _cached(listing.val, pixels, p.input_size, val_folder, workers)
     else:
-        train, train_report = train_set(listing.train, train_side, p, workers)
-    if mode != "disk":
-        val, val_report = eval_set(listing.val, p, workers)
+        train, train_report = train_set(listing.train, train_side, p, workers, folder)
+    val, val_report = eval_set(listing.val, p, workers, on_disk=mode == "disk")
     if len(train) == 0:
         raise ValueError(f"No readable image in {listing.name}: all {train_report.total} files failed to decode.")
     reports = [r for r in (train_report, val_report) if r is not None]
@@ -248,11 +251,6 @@ def _train_how(p: Preprocess, side: int) -> str:
 
 def _eval_how(p: Preprocess) -> str:
     return f"eval {p.input_size} {p.crop_pct} {p.resize_mode} {p.interpolation}"  # what eval_pixels' depend on
-
-
-def _cached(records: Records, load, side: int, folder, workers: int) -> tuple[ImageSet, DecodeReport]:
-    images, kept, report = cached_images(records.paths, load, side, folder, workers)
-    return ImageSet(images, torch.from_numpy(records.labels[kept])), report
 
 
 def _from_arrays(images: np.ndarray, labels: np.ndarray) -> Records:

@@ -26,6 +26,7 @@ from vitkit.data.sampling import (
     multiscale_batches,
     multiscale_plan,
     node_order,
+    node_share,
     shard_batches,
 )
 from vitkit.data.stream import StreamSet, default_workers
@@ -409,8 +410,7 @@ def check_node_shards(data: DataSplits, listing, info: distributed.DistInfo) -> 
 
 def process_share(data: StreamSet, info: distributed.DistInfo) -> int:
     """Images each process trains on per epoch when every machine reads only its own shards."""
-    shard_of = torch.from_numpy(data.files.shard)
-    return min(int((shard_of % info.nodes == k).sum()) for k in range(info.nodes)) // info.local_world_size
+    return node_share(torch.from_numpy(data.files.shard), info.nodes, info.local_world_size)
 
 
 def scale_divisor(spec, size: int) -> int:
