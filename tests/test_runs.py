@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import torch
+
 import pytest
 import yaml
 
@@ -130,3 +132,48 @@ def test_eval_scores_a_held_out_folder_whole_and_matches_classes_by_name(tmp_pat
     with pytest.raises(ValueError) as e:
         evaluate(run, data=str(test))
     assert str(e.value).count("zebra") == 1 and "not trained on" in str(e.value)
+
+
+class _PixelLinear(torch.nn.Module):
+    """A linear model of the raw pixels: unlike a randomly initialised network, it tells an image from its mirror."""
+
+    num_classes = 3
+    prefers_channels_last = False
+
+    def __init__(self, side: int):
+        super().__init__()
+        from vitkit.preprocess import Preprocess
+
+        self.preprocess = Preprocess(input_size=side)
+        self.fc = torch.nn.Linear(3 * side * side, self.num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.flatten(1))  # [B, 3, S, S] -> [B, 3 S S] -> [B, classes]
+
+
+def test_hflip_tta_scores_the_mean_probability_of_each_image_and_its_mirror():
+    import torch.nn.functional as F
+
+    from vitkit.data import ImageSet
+    from vitkit.inference import evaluate_model
+    from vitkit.preprocess import normalize
+
+    torch.manual_seed(0)
+    model = _PixelLinear(8).eval()
+    images = torch.randint(0, 256, (11, 3, 8, 8), dtype=torch.uint8)
+    labels = torch.arange(11) % 3
+    cpu = torch.device("cpu")
+    tta = evaluate_model(model, ImageSet(images, labels), cpu, batch_size=4, tta="hflip")
+
+    with torch.no_grad():
+        x = normalize(images, model.preprocess)
+        p = (model(x).softmax(1) + model(x.flip(3)).softmax(1)) / 2
+    assert tta.loss == pytest.approx(F.nll_loss(p.log(), labels).item(), rel=1e-5)
+    expected = torch.zeros(3, 3, dtype=torch.long)
+    for y, guess in zip(labels, p.argmax(1)):
+        expected[y, guess] += 1
+    assert torch.equal(tta.confusion.cpu(), expected)
+    plain = evaluate_model(model, ImageSet(images, labels), cpu, batch_size=4)
+    assert plain.loss != pytest.approx(tta.loss, rel=1e-2)  # the mirror really was scored
+    with pytest.raises(ValueError, match="choose none, hflip"):
+        evaluate_model(model, ImageSet(images, labels), cpu, batch_size=4, tta="vflip")

@@ -24,6 +24,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--batch-size", type=int, help="default: the one training's validation pass used")
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--tta",
+        default="none",
+        choices=["none", "hflip"],
+        help="test-time augmentation: hflip averages the probabilities of each image and its mirror (twice the "
+        "compute; only for models trained with horizontal flips; an exported model still sees one view)",
+    )
     p.add_argument("--confusion", metavar="PNG", help="draw the confusion matrix into this PNG file")
     p.add_argument("--json", action="store_true", help="end with one line of JSON (top1, top5, loss, per_class, ...)")
     p.set_defaults(run=run_eval)
@@ -41,7 +48,13 @@ def run_eval(args: argparse.Namespace) -> int:
     from vitkit.inference import evaluate
 
     result = evaluate(
-        args.checkpoint, args.data, args.batch_size, args.device, split=args.split, confusion_png=args.confusion
+        args.checkpoint,
+        args.data,
+        args.batch_size,
+        args.device,
+        split=args.split,
+        confusion_png=args.confusion,
+        tta=args.tta,
     )
     print(result.data)
     print(f"top-1 {result.top1:.2%}   top-5 {result.top5:.2%}   loss {result.loss:.4f}   ({result.count} images)")

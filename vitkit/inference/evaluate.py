@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,14 @@ from vitkit.preprocess import normalize
 from vitkit.utils import check_writable
 
 
+TTA_MODES = ("none", "hflip")
+
+
+def check_tta(tta: str) -> None:
+    if tta not in TTA_MODES:
+        raise ValueError(f"Unknown test-time augmentation '{tta}'; choose {', '.join(TTA_MODES)}.")
+
+
 @torch.no_grad()
 def evaluate_model(
     model: nn.Module,
@@ -26,9 +35,15 @@ def evaluate_model(
     device: torch.device,
     batch_size: int,
     amp_dtype: torch.dtype | None = None,
+    tta: str = "none",
 ) -> ClassificationMeter:
     """Loss, top-1/top-5 and confusion matrix of ``model`` on evaluation pixels (``preprocess.eval_pixels``),
-    shared out across processes when a process group is running."""
+    shared out across processes when a process group is running.
+
+    ``tta="hflip"`` scores each image by the mean of the class probabilities of the image and its mirror (test-time
+    augmentation; twice the compute, and only right for a model trained with horizontal flips). The meter then
+    gets the log of that mean as the logits, so top-k and the loss are those of the averaged prediction."""
+    check_tta(tta)
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
     model.eval()
     meter = ClassificationMeter(model.num_classes, device)
@@ -39,6 +54,9 @@ def evaluate_model(
         y = data.labels[idx].to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             logits = model(x).float()
+            if tta == "hflip":
+                mirrored = model(torch.flip(x, dims=[3])).float()  # x: [B, C, H, W]; dim 3 is the width
+                logits = torch.logsumexp(torch.stack([logits.log_softmax(1), mirrored.log_softmax(1)]), 0) - math.log(2)
         meter.update(logits, y, F.cross_entropy(logits, y))
     meter.all_reduce()
     return meter
@@ -69,6 +87,7 @@ def evaluate(
     device: str = "auto",
     split: str = "auto",
     confusion_png: str | Path | None = None,
+    tta: str = "none",
 ) -> EvalResult:
     """Top-1, top-5, per-class accuracy and the confusion matrix of a checkpoint.
 
@@ -77,10 +96,12 @@ def evaluate(
     held-out test folder) is scored whole, every image. ``split`` chooses train, val or all explicitly. Classes
     are matched by name: a test set may hold a subset of the model's classes (those missing are reported), not
     classes the model does not know. ``confusion_png`` names a file to draw the confusion matrix in (written
-    where asked, not into the run folder, where the next training would leave it stale).
+    where asked, not into the run folder, where the next training would leave it stale). ``tta="hflip"`` also scores
+    each image's mirror and averages the probabilities (see ``evaluate_model``).
     """
     if split not in SPLITS:
         raise ValueError(f"Unknown split '{split}'; choose {', '.join(SPLITS)}.")
+    check_tta(tta)
     if confusion_png is not None:
         check_writable(confusion_png)
     dev = pick_device(device)
@@ -104,7 +125,8 @@ def evaluate(
     to_model = np.array([names.index(c) for c in listing.class_names], dtype=np.int64)
     records = {"train": listing.train, "val": listing.val, "all": listing.train + listing.val}[split]
     val, report = eval_set(records.relabel(to_model), model.preprocess)
-    meter = evaluate_model(model, val, dev, batch_size or meta.get("eval_batch_size", 128))  # v1 had none
+    batch = batch_size or meta.get("eval_batch_size", 128)  # v1 checkpoints had none
+    meter = evaluate_model(model, val, dev, batch, tta=tta)
     skipped = f"; {len(report.skipped)} unreadable files skipped" if report and report.skipped else ""
     result = EvalResult(
         top1=meter.top1,
@@ -118,6 +140,7 @@ def evaluate(
             f"{len(names) - len(missing)} of the model's {len(names)} classes"
             + (f" (absent: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''})" if missing else "")
             + skipped
+            + ("; each image also scored mirrored (hflip test-time augmentation)" if tta == "hflip" else "")
         ),
     )
     if confusion_png is not None:
