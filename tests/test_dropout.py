@@ -136,3 +136,26 @@ def test_training_keeps_freed_memory_instead_of_faulting_it_in_again():
 
     faults_for_fresh_tensor()  # the first one grows the heap
     assert min(faults_for_fresh_tensor() for _ in range(3)) < 16384 // 10
+
+
+def test_dropout_compiles_with_torch_compile_and_keeps_its_rate():
+    """torch.compile takes PyTorch's own dropout (inductor makes the mask in its kernels); the cheap masks'
+    int64 words viewed as int16 once broke AOT autograd ("setStorage ... out of bounds") in every MobileViT."""
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.drop = Dropout(0.25)
+
+        def forward(self, x):  # x: [B, H, N, d]
+            return self.drop(dropout_attention(x, x, x, 0.1))
+
+    torch.manual_seed(0)
+    block = torch.compile(Block().train(), backend="aot_eager")  # AOT autograd is where the view broke
+    x = torch.randn(2, 2, 64, 8, requires_grad=True)
+    y = block(x)
+    y.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    ones = block(torch.ones(4, 2, 64, 8))  # attention of equal rows is a mean: each output 1 / (1 - 0.25) or 0
+    kept = (ones != 0).float().mean().item()
+    assert abs(kept - 0.75) < 0.02

@@ -12,7 +12,7 @@ rounded to a multiple of 2^-16 (0.1 becomes 6554/65536 = 0.100006), and the kept
 over each. ``dropout_attention`` works through the maps a cache-sized block at a time, keeps only the
 1-byte mask for backward, and recomputes the softmax there, as FlashAttention does (Dao et al., 2022).
 
-On other devices both fall back to PyTorch's own fused kernels. Masks come from the default generator of
+On other devices, and under torch.compile, both fall back to PyTorch's own fused kernels. Masks come from the default generator of
 the tensor's device, so ``torch.manual_seed`` makes them reproducible.
 """
 
@@ -71,6 +71,13 @@ class _KeepScale(torch.autograd.Function):
         return torch.mul(grad, keep).mul_(ctx.scale), None, None
 
 
+def _cheap_masks(x: torch.Tensor) -> bool:
+    """The masks here serve eager runs on a CPU. Elsewhere PyTorch's own dropout is used: its fused kernels on a
+    GPU, and under torch.compile, where inductor generates the mask inside its kernels (and the int64 words seen
+    as int16 in ``_uniforms`` do not trace through AOT autograd)."""
+    return x.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
 def keep_mask(shape: tuple[int, ...], p: float) -> torch.Tensor:
     """0/1 uint8: 1 where an element is kept (the complement of ``drop_mask`` for the same draws, in one pass)."""
     return (_uniforms(math.prod(shape)).view(shape) >= _signed_threshold(p)).view(torch.uint8)
@@ -80,7 +87,7 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     """``F.dropout`` with the cheap mask on CPU."""
     if not training or p == 0.0:
         return x
-    if x.device.type != "cpu":
+    if not _cheap_masks(x):
         return F.dropout(x, p, training=True)
     if drop_threshold(p) >= _LEVELS:
         return x * 0.0
@@ -163,6 +170,6 @@ class _DropoutAttention(torch.autograd.Function):
 
 def dropout_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p: float) -> torch.Tensor:
     """softmax(q k^T / sqrt(d)) with dropout ``p`` on the attention weights, times v; [B, H, N, d] in and out."""
-    if p == 0.0 or q.device.type != "cpu" or drop_threshold(p) >= _LEVELS:
+    if p == 0.0 or not _cheap_masks(q) or drop_threshold(p) >= _LEVELS:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=p)
     return _DropoutAttention.apply(q, k, v, p)
