@@ -77,6 +77,8 @@ def main() -> None:
         command[0] += f" --epochs {args.epochs}"
     if args.clip_grad:
         command[0] += f" --clip-grad {args.clip_grad}"
+    if args.from_run:  # trained before: its own config.yaml says how
+        command = [f"(a finished run: {first}/config.yaml)"]
     started = time.perf_counter()
     if not args.from_run:
         overrides = {"output": str(first), "data": args.data, "epochs": args.epochs, "clip_grad": args.clip_grad}
