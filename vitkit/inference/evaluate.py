@@ -56,7 +56,7 @@ def evaluate_model(
             logits = model(x).float()
             if tta == "hflip":
                 mirrored = model(torch.flip(x, dims=[3])).float()  # x: [B, C, H, W]; dim 3 is the width
-                logits = torch.logsumexp(torch.stack([logits.log_softmax(1), mirrored.log_softmax(1)]), 0) - math.log(2)
+                logits = torch.logaddexp(logits.log_softmax(1), mirrored.log_softmax(1)) - math.log(2)  # log mean p
         meter.update(logits, y, F.cross_entropy(logits, y))
     meter.all_reduce()
     return meter

@@ -12,8 +12,8 @@ rounded to a multiple of 2^-16 (0.1 becomes 6554/65536 = 0.100006), and the kept
 over each. ``dropout_attention`` works through the maps a cache-sized block at a time, keeps only the
 1-byte mask for backward, and recomputes the softmax there, as FlashAttention does (Dao et al., 2022).
 
-On other devices, and under torch.compile, both fall back to PyTorch's own fused kernels. Masks come from the default generator of
-the tensor's device, so ``torch.manual_seed`` makes them reproducible.
+On other devices, and under torch.compile, both fall back to PyTorch's own fused kernels. Masks come from
+the default generator of the tensor's device, so ``torch.manual_seed`` makes them reproducible.
 """
 
 from __future__ import annotations
