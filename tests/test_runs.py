@@ -177,3 +177,12 @@ def test_hflip_tta_scores_the_mean_probability_of_each_image_and_its_mirror():
     assert plain.loss != pytest.approx(tta.loss, rel=1e-2)  # the mirror really was scored
     with pytest.raises(ValueError, match="choose none, hflip"):
         evaluate_model(model, ImageSet(images, labels), cpu, batch_size=4, tta="vflip")
+
+
+def test_hflip_tta_on_a_model_trained_without_flips_is_warned_about(finished, capsys):
+    assert json.loads((finished / "best.json").read_text())["hflip"] is False  # digits: "auto" keeps flips off
+    assert main(["eval", str(finished), "--tta", "hflip"]) == 0
+    err = capsys.readouterr().err
+    assert "trained without horizontal flips" in err and "--tta none" in err and err.count("\n") == 1
+    assert main(["eval", str(finished)]) == 0
+    assert "horizontal flips" not in capsys.readouterr().err

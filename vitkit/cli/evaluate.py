@@ -57,6 +57,8 @@ def run_eval(args: argparse.Namespace) -> int:
         tta=args.tta,
     )
     print(result.data)
+    if result.warning:
+        print(result.warning, file=sys.stderr)
     print(f"top-1 {result.top1:.2%}   top-5 {result.top5:.2%}   loss {result.loss:.4f}   ({result.count} images)")
     width = max(len(n) for n in result.per_class)
     for name, acc in result.per_class.items():

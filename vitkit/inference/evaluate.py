@@ -72,12 +72,22 @@ class EvalResult:
     confusion: list[list[int]]
     confusion_png: str | None = None
     data: str = ""
+    warning: str | None = None  # e.g. hflip TTA on a model trained without flips
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
 SPLITS = ("auto", "train", "val", "all")
+
+
+def trained_with_hflip(meta: dict) -> bool | None:
+    """Whether training mirrored its images, from the checkpoint; None when it does not say (older checkpoints
+    recorded only the config, where "auto" left the choice to the data)."""
+    if "hflip" in meta:
+        return meta["hflip"]
+    configured = meta.get("config", {}).get("hflip")
+    return configured if isinstance(configured, bool) else None
 
 
 def evaluate(
@@ -143,6 +153,11 @@ def evaluate(
             + ("; each image also scored mirrored (hflip test-time augmentation)" if tta == "hflip" else "")
         ),
     )
+    if tta == "hflip" and trained_with_hflip(meta) is False:
+        result.warning = (
+            "warning: this model was trained without horizontal flips, so an image's mirror may not look like its "
+            "class to it; compare with --tta none before trusting the hflip figure."
+        )
     if confusion_png is not None:
         from vitkit.plots import plot_confusion
 

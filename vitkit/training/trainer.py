@@ -337,6 +337,7 @@ def save(run: Run, record: dict, is_best: bool) -> None:
         "epoch": record["epoch"],
         "metrics": record,
         "ema": run.ema is not None,
+        "hflip": run.train_tf.hflip,  # as resolved for the data (the config may say "auto"); `eval --tta` reads it
         "config": run.cfg.to_dict(),
     }
     state = training_state(run, epoch=record["epoch"])
