@@ -7,9 +7,11 @@ Runs `vitkit train --recipe fashion_mnist_mobilevit_xxs` (the official 10,000-im
 validation split), then `vitkit eval` on the best checkpoint, and prints one JSON line with the figures.
 
 With ``--finetune-size S`` a second run starts from the first one's best weights and trains
-``--finetune-epochs`` more at S px with a small learning rate and no warm-up: fine-tuning at the test
-resolution (Touvron et al. 2019, "Fixing the train-test resolution discrepancy"), which buys most of what
-training at S px throughout would, for a fraction of its cost. ``--from-run DIR`` takes a finished first run
+``--finetune-epochs`` more at S px with a small learning rate (no warm-up unless
+``--finetune-warmup-epochs``; ``--finetune-ema`` evaluates an average of the weights). At a larger S this
+is fine-tuning at the test resolution (Touvron et al. 2019, "Fixing the train-test resolution
+discrepancy"); at the first run's own size it is a warm restart of the cosine schedule (Loshchilov and
+Hutter 2017, SGDR), which continues training for a fraction of a longer run's cost. ``--from-run DIR`` takes a finished first run
 instead of training one (its wall time is read from its metrics.csv). ``--tta`` also reports the top-1 with
 hflip test-time augmentation (``vitkit eval --tta hflip``). The CPU budget printed is the sum of the epochs'
 recorded seconds, evaluation included.
@@ -68,6 +70,8 @@ def main() -> None:
     parser.add_argument("--finetune-size", type=int, help="then fine-tune the best weights at this side")
     parser.add_argument("--finetune-epochs", type=int, default=4)
     parser.add_argument("--finetune-lr", type=float, default=2e-4)
+    parser.add_argument("--finetune-warmup-epochs", type=float, default=0.0)
+    parser.add_argument("--finetune-ema", type=float, help="evaluate an EMA of the second stage's weights (e.g. 0.999)")
     parser.add_argument("--tta", action="store_true", help="also report the top-1 with hflip test-time augmentation")
     args = parser.parse_args()
 
@@ -86,14 +90,16 @@ def main() -> None:
     stages = [stage_figures(first, args.data, args.tta)]
 
     if args.finetune_size:
-        second = first.with_name(f"{first.name}-{args.finetune_size}px")
+        second = first.with_name(f"{first.name}-{args.finetune_size}px-{args.finetune_epochs}ep")
         settings = {
             "pretrained": str(first / "best.safetensors"),
             "image_size": args.finetune_size,
             "epochs": args.finetune_epochs,
             "lr": args.finetune_lr,
-            "warmup_epochs": 0,
+            "warmup_epochs": args.finetune_warmup_epochs,
         }
+        if args.finetune_ema:
+            settings["ema_decay"] = args.finetune_ema
         if args.clip_grad:
             settings["clip_grad"] = args.clip_grad
         vitkit.train(recipe=RECIPE, output=str(second), data=args.data, **settings)
