@@ -22,7 +22,8 @@ round so that drift on a noisy machine hits all alike:
 
 The process raises glibc's mmap threshold as ``vitkit train`` does (``vitkit.training.memory``), which
 applies to TensorFlow's allocations too; ``--default-malloc`` leaves it alone. ``--xla`` adds Keras with
-``jit_compile=True`` (XLA) for training and inference. ``--vitkit-tflite`` times files that ``vitkit export``
+``jit_compile=True`` (XLA) for training and inference, and ``--vitkit-compile`` vitkit through
+``torch.compile`` (the counterpart of Keras' own graph compilation). ``--vitkit-tflite`` times files that ``vitkit export``
 wrote for these presets beside the Keras model converted the example's way (dynamic-range
 quantization, Flex ops allowed), all at batch 1 with TensorFlow's interpreter. Prints a table, then one JSON
 line.
@@ -239,7 +240,7 @@ class Case:
             ours = torch.softmax(self.torch_model.eval()(self.x_torch[:4]), -1).numpy()
         return float(np.abs(keras_out - ours).max())
 
-    def implementations(self, xla: bool):
+    def implementations(self, xla: bool, compile_vitkit: bool = False):
         """{label: (train_step, infer)}; each call runs one batch."""
         import tensorflow as tf
 
@@ -256,25 +257,34 @@ class Case:
                 lambda m=kmodel, x=x, y=y: m.train_on_batch(x, y),
                 lambda f=infer, x=x: f(x).numpy(),
             )
+        for compiled in (False, True) if compile_vitkit else (False,):
+            impls["vitkit-compiled" if compiled else "vitkit"] = self.vitkit_steps(compiled)
+        return impls
+
+    def vitkit_steps(self, compiled: bool):
+        """A training step and a folded-model inference, eager or through ``torch.compile`` (what ``vitkit train
+        --compile`` and ``vitkit bench --formats compile`` run); the compiled one trains a copy of the weights."""
+        import copy
+
         _, make_opt = self.make_optimizers()
-        model = self.torch_model
+        model = copy.deepcopy(self.torch_model) if compiled else self.torch_model
         opt = make_opt(model.parameters())
         deployed = fuse(model).eval()
+        train_model, infer_model = (torch.compile(model), torch.compile(deployed)) if compiled else (model, deployed)
         y = torch.from_numpy(self.labels)
 
         def train_step():
             model.train()
-            loss = self.torch_loss(model(self.x_torch), y)
+            loss = self.torch_loss(train_model(self.x_torch), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
 
         def infer():
             with torch.inference_mode():
-                deployed(self.x_torch)
+                infer_model(self.x_torch)
 
-        impls["vitkit"] = (train_step, infer)
-        return impls
+        return train_step, infer
 
 
 def time_once(fn) -> float:
@@ -283,8 +293,8 @@ def time_once(fn) -> float:
     return time.perf_counter() - start
 
 
-def compare(case: Case, batch: int, rounds: int, xla: bool, log) -> dict:
-    impls = case.implementations(xla)
+def compare(case: Case, batch: int, rounds: int, xla: bool, log, compile_vitkit: bool = False) -> dict:
+    impls = case.implementations(xla, compile_vitkit)
     for label, (train, infer) in impls.items():  # warm-up: tracing, XLA compilation, allocator pools
         log(f"  warming up {label}")
         train(), train(), infer(), infer()
@@ -347,6 +357,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--xla", action="store_true", help="also time Keras with jit_compile=True")
     parser.add_argument(
+        "--vitkit-compile", action="store_true", help="also time vitkit through torch.compile (train --compile)"
+    )
+    parser.add_argument(
         "--vitkit-tflite",
         default="",
         help="comma-separated .tflite files that `vitkit export` wrote (for mobilevit_xxs_keras or vit_cifar, as "
@@ -375,7 +388,8 @@ def main() -> None:
             print(f"  Keras and vitkit probabilities differ by at most {diff:.2e}", file=sys.stderr)
             if diff > 1e-4:
                 raise SystemExit(f"{name}: the two sides compute different functions ({diff:.2e}); not timing them")
-            results[name] = compare(case, args.batch_size, args.rounds, args.xla, lambda s: print(s, file=sys.stderr))
+            log = lambda s: print(s, file=sys.stderr)  # noqa: E731
+            results[name] = compare(case, args.batch_size, args.rounds, args.xla, log, args.vitkit_compile)
             results[name]["max_probability_difference"] = diff
             ours = [Path(f) for f in args.vitkit_tflite.split(",") if f and read_sidecar(f)[1]["model"] == name]
             if ours:
@@ -389,7 +403,7 @@ def main() -> None:
 
     malloc = "glibc default malloc" if args.default_malloc else "malloc thresholds raised (vitkit train's setting)"
     print(f"\nbatch {args.batch_size}, {args.threads} threads, fp32, {malloc}, median of {args.rounds} rounds")
-    print(f"{'model':22} {'implementation':12} {'train img/s':>12} {'x Keras':>8} {'infer img/s':>12} {'x Keras':>8}")
+    print(f"{'model':22} {'implementation':16} {'train img/s':>12} {'x Keras':>8} {'infer img/s':>12} {'x Keras':>8}")
     for name, rows in results.items():
         base = rows["keras"]
         for label, row in rows.items():
@@ -397,7 +411,7 @@ def main() -> None:
                 continue
             tr, inf = row["train_img_s"], row["infer_img_s"]
             print(
-                f"{name:22} {label:12} {tr:12.1f} {tr / base['train_img_s']:8.2f} {inf:12.1f} "
+                f"{name:22} {label:16} {tr:12.1f} {tr / base['train_img_s']:8.2f} {inf:12.1f} "
                 f"{inf / base['infer_img_s']:8.2f}"
             )
     for name, rows in results.items():

@@ -15,7 +15,8 @@ implementations round by round so that drift on a noisy machine hits all of them
 
 for eager and torch.compile'd models (``--modes compile-vitkit``: vitkit's compiled against the references
 run eagerly, in the same rounds). ``vitkit`` is the model as trained; ``vitkit-fused`` has its
-BatchNorms folded into the convolutions (what eval, bench and export use). Prints a table with ratios
+BatchNorms folded into the convolutions (what eval, bench and export use); ``vitkit-nodrop-cl`` trains with
+timm's dropout (none) instead of the paper's. Prints a table with ratios
 against timm, then one JSON line.
 """
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import os
 import platform
@@ -111,6 +113,12 @@ def build(name: str, device: torch.device, also: list[str]) -> tuple[dict[str, n
         models["timm-cl"] = copy.deepcopy(timm_model).to(memory_format=torch.channels_last)
         models["vitkit-cl"] = copy.deepcopy(ours).to(memory_format=torch.channels_last)
         models["vitkit-fused-cl"] = fuse(ours).to(memory_format=torch.channels_last)
+        # timm's presets train without dropout, vitkit's with the paper's (0.05-0.1): the same regularisation as
+        # timm's, for a like-for-like training figure
+        rates = {f.name: 0.0 for f in dataclasses.fields(ours.config) if f.name.endswith("drop_rate")}
+        bare = vitkit.create_model(name, **rates)
+        bare.load_state_dict(ours.state_dict())
+        models["vitkit-nodrop-cl"] = bare.to(memory_format=torch.channels_last)
     for other in also:
         models[f"{other}-cl"] = timm.create_model(other).eval().to(memory_format=torch.channels_last)
     return {k: m.to(device) for k, m in models.items()}, ours.preprocess.input_size
