@@ -73,7 +73,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: str = "auto"  # auto (bf16 on GPU, off on CPU) | bf16 | fp16 | none
     channels_last: bool | None = None  # default: on for MobileViT (1.3x faster training on CPU), off for ViT
-    compile: bool = False
+    compile: bool = False  # torch.compile the model; for GPUs (on CPU it trained slower: benchmarks/RESULTS.md)
     # bookkeeping
     seed: int = 0
     checkpoint_minutes: float = 10.0  # also save inside an epoch this often (one process); a resume continues there
