@@ -86,7 +86,7 @@ def trained_with_hflip(meta: dict) -> bool | None:
     recorded only the config, where "auto" left the choice to the data)."""
     if "hflip" in meta:
         return meta["hflip"]
-    configured = meta.get("config", {}).get("hflip")
+    configured = (meta.get("config") or {}).get("hflip")
     return configured if isinstance(configured, bool) else None
 
 
