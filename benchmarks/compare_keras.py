@@ -23,8 +23,8 @@ round so that drift on a noisy machine hits all alike:
 The process raises glibc's mmap threshold as ``vitkit train`` does (``vitkit.training.memory``), which
 applies to TensorFlow's allocations too; ``--default-malloc`` leaves it alone. ``--xla`` adds Keras with
 ``jit_compile=True`` (XLA) for training and inference, and ``--vitkit-compile`` vitkit through
-``torch.compile`` (the counterpart of Keras' own graph compilation). ``--vitkit-tflite`` times files that ``vitkit export``
-wrote for these presets beside the Keras model converted the example's way (dynamic-range
+``torch.compile`` (the counterpart of Keras' own graph compilation). ``--vitkit-tflite`` times files that
+``vitkit export`` wrote for these presets beside the Keras model converted the example's way (dynamic-range
 quantization, Flex ops allowed), all at batch 1 with TensorFlow's interpreter. Prints a table, then one JSON
 line.
 """

@@ -13,10 +13,10 @@ With ``--finetune-size S`` a second run starts from the first one's best weights
 ``--finetune-warmup-epochs``; ``--finetune-ema`` evaluates an average of the weights). At a larger S this
 is fine-tuning at the test resolution (Touvron et al. 2019, "Fixing the train-test resolution
 discrepancy"); at the first run's own size it is a warm restart of the cosine schedule (Loshchilov and
-Hutter 2017, SGDR), which continues training for a fraction of a longer run's cost. ``--from-run DIR`` takes a finished first run
-instead of training one (its wall time is read from its metrics.csv). ``--tta`` also reports the top-1 with
-hflip test-time augmentation (``vitkit eval --tta hflip``). The CPU budget printed is the sum of the epochs'
-recorded seconds, evaluation included.
+Hutter 2017, SGDR), which continues training for a fraction of a longer run's cost. ``--from-run DIR``
+takes a finished first run instead of training one (its wall time is read from its metrics.csv). ``--tta``
+also reports the top-1 with hflip test-time augmentation (``vitkit eval --tta hflip``). The CPU budget
+printed is the sum of the epochs' recorded seconds, evaluation included.
 """
 
 from __future__ import annotations
@@ -62,6 +62,13 @@ def stage_figures(run: Path, data: str, tta: bool) -> dict:
     return figures
 
 
+def train(output: Path, data: str, settings: dict) -> str:
+    """Train the recipe with ``settings`` overriding it; returns the equivalent ``vitkit train`` command."""
+    vitkit.train(recipe=RECIPE, output=str(output), data=data, **settings)
+    options = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in settings.items())
+    return f"vitkit train --recipe {RECIPE} --output {output} {options}".rstrip()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
@@ -78,17 +85,12 @@ def main() -> None:
     args = parser.parse_args()
 
     first = Path(args.from_run or args.output)
-    command = [f"vitkit train --recipe {RECIPE} --output {first}"]
-    if args.epochs:
-        command[0] += f" --epochs {args.epochs}"
-    if args.clip_grad:
-        command[0] += f" --clip-grad {args.clip_grad}"
-    if args.from_run:  # trained before: its own config.yaml says how
-        command = [f"(a finished run: {first}/config.yaml)"]
     started = time.perf_counter()
-    if not args.from_run:
-        overrides = {"output": str(first), "data": args.data, "epochs": args.epochs, "clip_grad": args.clip_grad}
-        vitkit.train(recipe=RECIPE, **{k: v for k, v in overrides.items() if v is not None})
+    if args.from_run:  # trained before: its own config.yaml says how
+        commands = [f"(a finished run: {first}/config.yaml)"]
+    else:
+        settings = {k: v for k, v in {"epochs": args.epochs, "clip_grad": args.clip_grad}.items() if v is not None}
+        commands = [train(first, args.data, settings)]
     stages = [stage_figures(first, args.data, args.tta)]
 
     if args.finetune_size:
@@ -104,17 +106,13 @@ def main() -> None:
             settings["ema_decay"] = args.finetune_ema
         if args.clip_grad:
             settings["clip_grad"] = args.clip_grad
-        vitkit.train(recipe=RECIPE, output=str(second), data=args.data, **settings)
-        command.append(
-            f"vitkit train --recipe {RECIPE} --output {second} "
-            + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in settings.items())
-        )
+        commands.append(train(second, args.data, settings))
         stages.append(stage_figures(second, args.data, args.tta))
     print(
         json.dumps(
             {
                 "benchmark": RECIPE,
-                "commands": command,
+                "commands": commands,
                 "stages": stages,
                 "test_top1": stages[-1]["test_top1"],
                 "cpu_budget_seconds": round(sum(s["epoch_seconds"] for s in stages), 1),
