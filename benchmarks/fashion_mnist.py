@@ -4,11 +4,14 @@
     python benchmarks/fashion_mnist.py --epochs 28 --clip-grad 1.0 --finetune-size 96 --finetune-epochs 4 --tta
     python benchmarks/fashion_mnist.py --from-run runs/f64 --finetune-size 64 --finetune-epochs 14 \
         --finetune-lr 8e-4 --finetune-warmup-epochs 1 --finetune-ema 0.999 --clip-grad 1.0 --tta
+    python benchmarks/fashion_mnist.py --image-size 96 --ema 0.999 --report last --tta --output runs/f96
 
 Runs `vitkit train --recipe fashion_mnist_mobilevit_xxs` (the official 10,000-image test split is the
-validation split), then `vitkit eval` on the best checkpoint, and prints one JSON line with the figures.
+validation split), then `vitkit eval` on the best checkpoint, and prints one JSON line with the figures. The
+best epoch is chosen on that test split; ``--report last`` scores the last checkpoint instead, the end of a
+schedule fixed before the run, so that no choice is made on the test images.
 
-With ``--finetune-size S`` a second run starts from the first one's best weights and trains
+With ``--finetune-size S`` a second run starts from the first one's reported weights and trains
 ``--finetune-epochs`` more at S px with a small learning rate (no warm-up unless
 ``--finetune-warmup-epochs``; ``--finetune-ema`` evaluates an average of the weights). At a larger S this
 is fine-tuning at the test resolution (Touvron et al. 2019, "Fixing the train-test resolution
@@ -41,12 +44,14 @@ def epochs_of(run: Path) -> list[dict]:
         return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
 
 
-def stage_figures(run: Path, data: str, tta: bool) -> dict:
+def stage_figures(run: Path, data: str, tta: bool, report: str = "best") -> dict:
     history = epochs_of(run)
     best = max(history, key=lambda h: h["val_top1"])
-    evaluation = vitkit.evaluate(run, data)
+    checkpoint = run / f"{report}.json"  # best: the epoch chosen on the validation split; last: no choice made
+    evaluation = vitkit.evaluate(checkpoint, data)
     figures = {
         "run": str(run),
+        "reported_checkpoint": report,
         "epochs": len(history),
         "best_epoch": int(best["epoch"]),
         "test_top1": round(evaluation.top1, 4),
@@ -58,7 +63,7 @@ def stage_figures(run: Path, data: str, tta: bool) -> dict:
         "test_top1_by_epoch": [round(h["val_top1"], 4) for h in history],
     }
     if tta:
-        figures["test_top1_hflip_tta"] = round(vitkit.evaluate(run, data, tta="hflip").top1, 4)
+        figures["test_top1_hflip_tta"] = round(vitkit.evaluate(checkpoint, data, tta="hflip").top1, 4)
     return figures
 
 
@@ -73,6 +78,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
     parser.add_argument("--clip-grad", type=float, default=None, help="default: the recipe's")
+    parser.add_argument("--image-size", type=int, default=None, help="the first stage's side; default: the recipe's")
+    parser.add_argument("--ema", type=float, help="evaluate an EMA of the first stage's weights (e.g. 0.999)")
     parser.add_argument("--output", default="runs/bench-fashion-mnist")
     parser.add_argument("--data", default="fashion-mnist")
     parser.add_argument("--from-run", help="a finished first run to start from instead of training one")
@@ -82,6 +89,13 @@ def main() -> None:
     parser.add_argument("--finetune-warmup-epochs", type=float, default=0.0)
     parser.add_argument("--finetune-ema", type=float, help="evaluate an EMA of the second stage's weights (e.g. 0.999)")
     parser.add_argument("--tta", action="store_true", help="also report the top-1 with hflip test-time augmentation")
+    parser.add_argument(
+        "--report",
+        choices=["best", "last"],
+        default="best",
+        help="the checkpoint scored: best (the epoch with the highest validation top-1, here the test split) or "
+        "last (the schedule's end, free of that choice)",
+    )
     args = parser.parse_args()
 
     first = Path(args.from_run or args.output)
@@ -89,14 +103,20 @@ def main() -> None:
     if args.from_run:  # trained before: its own config.yaml says how
         commands = [f"(a finished run: {first}/config.yaml)"]
     else:
-        settings = {k: v for k, v in {"epochs": args.epochs, "clip_grad": args.clip_grad}.items() if v is not None}
+        chosen = {
+            "epochs": args.epochs,
+            "clip_grad": args.clip_grad,
+            "image_size": args.image_size,
+            "ema_decay": args.ema,
+        }
+        settings = {k: v for k, v in chosen.items() if v is not None}
         commands = [train(first, args.data, settings)]
-    stages = [stage_figures(first, args.data, args.tta)]
+    stages = [stage_figures(first, args.data, args.tta, args.report)]
 
     if args.finetune_size:
         second = first.with_name(f"{first.name}-{args.finetune_size}px-{args.finetune_epochs}ep")
         settings = {
-            "pretrained": str(first / "best.safetensors"),
+            "pretrained": str(first / f"{args.report}.safetensors"),
             "image_size": args.finetune_size,
             "epochs": args.finetune_epochs,
             "lr": args.finetune_lr,
@@ -107,7 +127,7 @@ def main() -> None:
         if args.clip_grad:
             settings["clip_grad"] = args.clip_grad
         commands.append(train(second, args.data, settings))
-        stages.append(stage_figures(second, args.data, args.tta))
+        stages.append(stage_figures(second, args.data, args.tta, args.report))
     print(
         json.dumps(
             {
