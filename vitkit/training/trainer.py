@@ -142,6 +142,7 @@ def _run(cfg: TrainConfig, resume: bool, info: distributed.DistInfo, device: tor
         started = time.perf_counter()
         lr_at_start = run.optimizer.param_groups[0]["lr"]  # the rate this epoch trained at (its first step's)
         train_meter = train_one_epoch(run, epoch)
+        refresh_ema_batchnorm(run, epoch)
         # the model as `vitkit eval` loads it (BatchNorm folded), on the same pixels in the same batches
         inference_model = prepare_for_inference(run.eval_model)
         val_meter = evaluate_model(inference_model, run.data.val, device, run.eval_batch_size, run.amp_dtype)
@@ -565,6 +566,35 @@ def optimizer_step(run: Run) -> None:
     run.scheduler.step()
     if run.ema is not None:
         run.ema.update_parameters(run.model)
+
+
+EMA_BN_IMAGES = 4096  # plenty for per-channel means and variances: about 2% of an epoch's work on Fashion-MNIST
+
+
+def refresh_ema_batchnorm(run: Run, epoch: int) -> None:
+    """Recompute the weight average's BatchNorm statistics on up to ``EMA_BN_IMAGES`` augmented training images.
+
+    An average of weights does not produce the average of their activations: the running statistics averaged
+    beside the weights belong to the models along the way, not to their average. While the learning rate is
+    high they part far enough that the average's outputs collapse (digits, 8 epochs at lr 2e-3, decay 0.99:
+    26.7% top-1 with the averaged statistics, 99.2% with recomputed ones). SWA recomputes them for its average
+    the same way (``update_bn``; Izmailov et al. 2018, "Averaging Weights Leads to Wider Optima").
+    """
+    if run.ema is None or epoch < run.cfg.freeze_epochs:
+        return  # frozen features keep the released statistics, in the model and its average alike
+    from torch.optim.swa_utils import update_bn
+
+    cfg, data = run.cfg, run.data.train
+    generator = torch.Generator().manual_seed(seed_for(cfg.seed, epoch, 500))  # the same images on every process
+    chosen = torch.randperm(len(data), generator=generator)[:EMA_BN_IMAGES]
+    batches = [b for b in chosen.split(cfg.batch_size) if len(b) > 1]  # BatchNorm needs two values per channel
+    workers = (cfg.workers or default_workers()) if isinstance(data, StreamSet) else 0
+    inputs = (
+        run.train_tf(images.to(run.device), generator)
+        for images, _, _ in data.batches(batches, workers)
+        if len(images) > 1  # unreadable files may leave fewer
+    )
+    update_bn(inputs, run.ema.module)
 
 
 def check_unreadable(unreadable: list[str], planned: int, cfg: TrainConfig, epoch: int) -> None:
