@@ -68,8 +68,7 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     label_smoothing: float = 0.0
     clip_grad: float | None = None  # max gradient norm
-    ema_decay: float | None = None  # e.g. 0.9995: evaluate and save an exponential moving average of the weights
-    # (its BatchNorm statistics recomputed each epoch: trainer.refresh_ema_batchnorm)
+    ema_decay: float | None = None  # e.g. 0.9995: evaluate and save a weight EMA, its BatchNorm statistics recomputed
     # speed
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: str = "auto"  # auto (bf16 on GPU, off on CPU) | bf16 | fp16 | none
