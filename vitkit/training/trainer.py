@@ -504,7 +504,7 @@ def train_one_epoch(run: Run, epoch: int) -> ClassificationMeter:
         for name, value in run.partial["meter"].items():
             getattr(meter, name).copy_(value)
         run.partial = None
-    workers = (cfg.workers or default_workers()) if isinstance(data, StreamSet) else 0
+    workers = decode_workers(cfg, data)
     stream = data.batches(batches[start:], workers, pin=device.type == "cuda")
     bar = progress(
         stream, total=len(batches), initial=start, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
@@ -556,6 +556,11 @@ def train_one_epoch(run: Run, epoch: int) -> ClassificationMeter:
     return meter
 
 
+def decode_workers(cfg: TrainConfig, data) -> int:
+    """Processes decoding files for a pass over ``data``: none for images held in memory."""
+    return (cfg.workers or default_workers()) if isinstance(data, StreamSet) else 0
+
+
 def optimizer_step(run: Run) -> None:
     """The end of a group of batches: clip, step, schedule, average."""
     if run.cfg.clip_grad:
@@ -588,7 +593,7 @@ def refresh_ema_batchnorm(run: Run, epoch: int) -> None:
     generator = torch.Generator().manual_seed(seed_for(cfg.seed, epoch, 500))  # the same images on every process
     chosen = torch.randperm(len(data), generator=generator)[:EMA_BN_IMAGES]
     batches = [b for b in chosen.split(cfg.batch_size) if len(b) > 1]  # BatchNorm needs two values per channel
-    workers = (cfg.workers or default_workers()) if isinstance(data, StreamSet) else 0
+    workers = decode_workers(cfg, data)
     inputs = (
         run.train_tf(images.to(run.device), generator)
         for images, _, _ in data.batches(batches, workers)
