@@ -27,11 +27,19 @@ applies to TensorFlow's allocations too; ``--default-malloc`` leaves it alone. `
 ``vitkit export`` wrote for these presets beside the Keras model converted the example's way (dynamic-range
 quantization, Flex ops allowed), all at batch 1 with TensorFlow's interpreter. Prints a table, then one JSON
 line.
+
+On a GPU, Keras runs on JAX (``--keras-backend jax``: XLA compiles every step, the way Keras 3 is fastest there,
+and no TensorFlow GPU build is needed; the models are written with ``keras.ops`` so that one definition serves
+both backends) and vitkit on CUDA; ``--bf16`` adds Keras' ``mixed_bfloat16`` policy and vitkit under bf16
+autocast, and with ``--vitkit-compile`` the bf16 model compiled:
+
+    PYTHONPATH=. python benchmarks/compare_keras.py --keras-backend jax --device cuda --bf16 --vitkit-compile
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -112,14 +120,15 @@ def keras_mobilevit(num_classes: int = 5, image_size: int = 256, dropout: float 
 
 def keras_vit_cifar(num_classes: int = 10, image_size: int = 72):
     keras, layers = keras_modules()
-    import tensorflow as tf
+    ops = keras.ops  # backend-neutral, so the same model runs on TensorFlow and on JAX (the GPU comparison)
 
     patch, dim, heads, depth = 6, 64, 4, 8
+    tokens = (image_size // patch) ** 2
 
     class Patches(layers.Layer):
         def call(self, images):
-            p = tf.image.extract_patches(images, [1, patch, patch, 1], [1, patch, patch, 1], [1, 1, 1, 1], "VALID")
-            return tf.reshape(p, [-1, (image_size // patch) ** 2, patch * patch * 3])  # [B, gh, gw, 108] -> [B, N, 108]
+            p = ops.image.extract_patches(images, patch, strides=patch, padding="valid")
+            return ops.reshape(p, (-1, tokens, patch * patch * 3))  # [B, gh, gw, 108] -> [B, N, 108]
 
     class ClassTokenAndPosition(layers.Layer):
         def build(self, input_shape):
@@ -129,15 +138,17 @@ def keras_vit_cifar(num_classes: int = 10, image_size: int = 72):
             )
 
         def call(self, x):
-            cls = tf.broadcast_to(self.cls, [tf.shape(x)[0], 1, dim])
-            return tf.concat([cls, x], 1) + self.pos
+            cls = ops.broadcast_to(ops.cast(self.cls, x.dtype), (ops.shape(x)[0], 1, dim))
+            return ops.concatenate([cls, x], axis=1) + ops.cast(self.pos, x.dtype)
 
     class Attention(layers.Layer):  # takes the qkv Dense's output
         def call(self, qkv):
-            b = tf.shape(qkv)[0]
-            qkv = tf.transpose(tf.reshape(qkv, [b, -1, 3, heads, dim // heads]), [2, 0, 3, 1, 4])
-            attn = tf.nn.softmax(tf.matmul(qkv[0], qkv[1], transpose_b=True) / (dim // heads) ** 0.5, axis=-1)
-            return tf.reshape(tf.transpose(tf.matmul(attn, qkv[2]), [0, 2, 1, 3]), [b, -1, dim])
+            # [B, N+1, 3D] -> [B, N+1, 3, H, D/H] -> [3, B, H, N+1, D/H]
+            qkv = ops.transpose(ops.reshape(qkv, (-1, tokens + 1, 3, heads, dim // heads)), (2, 0, 3, 1, 4))
+            q, k, v = qkv[0], qkv[1], qkv[2]
+            attn = ops.softmax(ops.matmul(q, ops.swapaxes(k, -1, -2)) / (dim // heads) ** 0.5, axis=-1)
+            # [B, H, N+1, D/H] -> [B, N+1, H, D/H] -> [B, N+1, D]
+            return ops.reshape(ops.transpose(ops.matmul(attn, v), (0, 2, 1, 3)), (-1, tokens + 1, dim))
 
     inputs = keras.Input((image_size, image_size, 3))
     x = ClassTokenAndPosition(name="embed")(layers.Dense(dim, name="patch_proj")(Patches()(inputs)))
@@ -183,10 +194,31 @@ def vit_cifar_state_dict(kmodel) -> dict[str, torch.Tensor]:
 # --- the two sides -----------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def full_float32():
+    """No TF32 on either side: on a GPU, JAX's matrix products and cuDNN's convolutions default to TF32 (10-bit
+    mantissas), which moves the CIFAR ViT's probabilities by ~3e-4 (measured on an H200); the timings keep the
+    defaults."""
+    import keras
+
+    precise = contextlib.nullcontext()
+    if keras.backend.backend() == "jax":
+        import jax
+
+        precise = jax.default_matmul_precision("float32")
+    tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        with precise:
+            yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = tf32
+
+
 class Case:
     """One model on both sides: builders, inputs, optimizers, and the equality check."""
 
-    def __init__(self, name: str, batch: int, folder: Path):
+    def __init__(self, name: str, batch: int, folder: Path, device: torch.device = torch.device("cpu")):
         import keras
 
         keras.utils.set_random_seed(0)
@@ -222,67 +254,110 @@ class Case:
             self.torch_model = self.torch_model.to(memory_format=torch.channels_last)
         else:
             self.torch_model.load_state_dict(vit_cifar_state_dict(self.kmodel))
+        self.device = device
+        self.torch_model = self.torch_model.to(device)
         rng = np.random.default_rng(0)
         self.x_nhwc = rng.random((batch, self.size, self.size, 3), dtype=np.float32)  # [0, 1] pixels
         self.labels = rng.integers(0, self.classes, batch)
         self.x_torch = torch.from_numpy(self.x_nhwc).permute(0, 3, 1, 2)  # NHWC -> NCHW (a channels_last view)
         if name != "mobilevit_xxs_keras":
             self.x_torch = self.x_torch.contiguous()
+        self.x_torch = self.x_torch.to(device)  # keeps the memory order
         self.x_keras = self.x_nhwc * self.keras_pixels
         self.y_keras = np.eye(self.classes, dtype=np.float32)[self.labels] if self.classes == 5 else self.labels
 
     def max_difference(self) -> float:
-        """Largest difference of the two sides' probabilities, inference mode."""
-        keras_out = np.asarray(self.kmodel(self.x_keras[:4], training=False))
-        if self.name != "mobilevit_xxs_keras":
-            keras_out = torch.softmax(torch.from_numpy(keras_out), -1).numpy()
-        with torch.no_grad():
-            ours = torch.softmax(self.torch_model.eval()(self.x_torch[:4]), -1).numpy()
+        """Largest difference of the two sides' probabilities, inference mode, both in full float32."""
+        with full_float32():
+            keras_out = np.array(self.kmodel(self.x_keras[:4], training=False))
+            if self.name != "mobilevit_xxs_keras":
+                keras_out = torch.softmax(torch.from_numpy(keras_out), -1).numpy()
+            with torch.no_grad():
+                ours = torch.softmax(self.torch_model.eval()(self.x_torch[:4]), -1).cpu().numpy()
         return float(np.abs(keras_out - ours).max())
 
-    def implementations(self, xla: bool, compile_vitkit: bool = False):
-        """{label: (train_step, infer)}; each call runs one batch."""
-        import tensorflow as tf
+    def implementations(self, xla: bool, compile_vitkit: bool = False, bf16: bool = False):
+        """{label: (train_step, infer)}; each call runs one batch and returns when its results are ready."""
+        import keras
 
         impls = {}
-        for jit in (False, True) if xla else (False,):
-            kmodel = self.kmodel if not jit else self.build_keras()
-            if jit:
-                kmodel.set_weights(self.kmodel.get_weights())
-            kopt, _ = self.make_optimizers()
-            kmodel.compile(optimizer=kopt, loss=self.keras_loss, jit_compile=jit)
-            infer = tf.function(lambda x, m=kmodel: m(x, training=False), jit_compile=jit)
-            x, y = tf.constant(self.x_keras), tf.constant(self.y_keras)
-            impls["keras-xla" if jit else "keras"] = (
-                lambda m=kmodel, x=x, y=y: m.train_on_batch(x, y),
-                lambda f=infer, x=x: f(x).numpy(),
+        if keras.backend.backend() == "jax":
+            # JAX compiles every step through XLA (jit_compile=False would run op by op, which nobody does)
+            for mixed in (False, True) if bf16 else (False,):
+                impls["keras-xla-bf16" if mixed else "keras-xla"] = self.keras_steps(jit=True, mixed=mixed)
+        else:
+            for jit in (False, True) if xla else (False,):
+                impls["keras-xla" if jit else "keras"] = self.keras_steps(jit=jit, mixed=False)
+        # with --bf16, only the bf16 model is also compiled: a GPU user of torch.compile trains in bf16
+        variants = [(False, False), (False, True)] if compile_vitkit and not bf16 else [(False, False)]
+        variants += [(True, False), (True, True)] if bf16 and compile_vitkit else [(True, False)] if bf16 else []
+        for amp, compiled in variants:
+            impls["vitkit" + ("-bf16" if amp else "") + ("-compiled" if compiled else "")] = self.vitkit_steps(
+                compiled, amp
             )
-        for compiled in (False, True) if compile_vitkit else (False,):
-            impls["vitkit-compiled" if compiled else "vitkit"] = self.vitkit_steps(compiled)
         return impls
 
-    def vitkit_steps(self, compiled: bool):
+    def keras_steps(self, jit: bool, mixed: bool):
+        """Keras' own training step (``train_on_batch``) and inference on one batch, on a copy of the weights;
+        ``mixed``: Keras' ``mixed_bfloat16`` policy (bf16 compute, float32 variables)."""
+        import keras
+
+        if mixed:
+            keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        try:
+            kmodel = self.build_keras()
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
+        kmodel.set_weights(self.kmodel.get_weights())
+        kopt, _ = self.make_optimizers()
+        kmodel.compile(optimizer=kopt, loss=self.keras_loss, jit_compile=jit)
+        if keras.backend.backend() == "jax":
+            import jax
+
+            x, y = jax.device_put(self.x_keras), jax.device_put(self.y_keras)  # on the GPU when there is one
+            # both return NumPy, which waits for the device
+            return (lambda: kmodel.train_on_batch(x, y)), (lambda: kmodel.predict_on_batch(x))
+        import tensorflow as tf
+
+        infer = tf.function(lambda x: kmodel(x, training=False), jit_compile=jit)
+        x, y = tf.constant(self.x_keras), tf.constant(self.y_keras)
+        return (lambda: kmodel.train_on_batch(x, y)), (lambda: infer(x).numpy())
+
+    def vitkit_steps(self, compiled: bool, bf16: bool = False):
         """A training step and a folded-model inference, eager or through ``torch.compile`` (what ``vitkit train
-        --compile`` and ``vitkit bench --formats compile`` run); the compiled one trains a copy of the weights."""
+        --compile`` and ``vitkit bench --formats compile`` run), in float32 or under bf16 autocast (``vitkit train``'s
+        default on a GPU); each trains its own copy of the weights."""
         import copy
 
         _, make_opt = self.make_optimizers()
-        model = copy.deepcopy(self.torch_model) if compiled else self.torch_model
+        model = copy.deepcopy(self.torch_model)
         opt = make_opt(model.parameters())
         deployed = fuse(model).eval()
         train_model, infer_model = (torch.compile(model), torch.compile(deployed)) if compiled else (model, deployed)
-        y = torch.from_numpy(self.labels)
+        y = torch.from_numpy(self.labels).to(self.device)
+        device = self.device
+
+        def autocast():
+            return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+        def sync():
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
 
         def train_step():
             model.train()
-            loss = self.torch_loss(train_model(self.x_torch), y)
+            with autocast():
+                logits = train_model(self.x_torch)
+            loss = self.torch_loss(logits.float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            sync()
 
         def infer():
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast():
                 infer_model(self.x_torch)
+            sync()
 
         return train_step, infer
 
@@ -293,8 +368,10 @@ def time_once(fn) -> float:
     return time.perf_counter() - start
 
 
-def compare(case: Case, batch: int, rounds: int, xla: bool, log, compile_vitkit: bool = False) -> dict:
-    impls = case.implementations(xla, compile_vitkit)
+def compare(
+    case: Case, batch: int, rounds: int, xla: bool, log, compile_vitkit: bool = False, bf16: bool = False
+) -> dict:
+    impls = case.implementations(xla, compile_vitkit, bf16)
     for label, (train, infer) in impls.items():  # warm-up: tracing, XLA compilation, allocator pools
         log(f"  warming up {label}")
         train(), train(), infer(), infer()
@@ -368,31 +445,47 @@ def main() -> None:
     parser.add_argument(
         "--default-malloc", action="store_true", help="leave glibc's mmap threshold alone (vitkit train raises it)"
     )
+    parser.add_argument(
+        "--keras-backend",
+        default=os.environ.get("KERAS_BACKEND", "tensorflow"),
+        choices=["tensorflow", "jax"],
+        help="jax: Keras on JAX, every step compiled by XLA (the GPU comparison: TensorFlow's GPU build is not needed)",
+    )
+    parser.add_argument("--device", default="cpu", help="vitkit's device (cuda: JAX takes the GPU too)")
+    parser.add_argument(
+        "--bf16", action="store_true", help="also time bf16: Keras' mixed_bfloat16 policy, vitkit under bf16 autocast"
+    )
     args = parser.parse_args()
 
-    import tensorflow as tf
+    os.environ["KERAS_BACKEND"] = args.keras_backend  # read once, when Keras is first imported
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # JAX would take 75% of the GPU from torch
+    if args.keras_backend == "tensorflow":
+        import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
     torch.set_num_threads(args.threads)
     if not args.default_malloc:  # as `vitkit train` does; process-wide, so Keras runs under it too
         keep_freed_memory()
     import keras
 
+    device = torch.device(args.device)
+    torch.backends.cudnn.benchmark = True  # cuDNN picks its fastest kernels, as XLA autotunes Keras' side
+
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
             print(f"{name}:", file=sys.stderr)
-            case = Case(name, args.batch_size, Path(tmp))
+            case = Case(name, args.batch_size, Path(tmp), device)
             diff = case.max_difference()
             print(f"  Keras and vitkit probabilities differ by at most {diff:.2e}", file=sys.stderr)
             if diff > 1e-4:
                 raise SystemExit(f"{name}: the two sides compute different functions ({diff:.2e}); not timing them")
             log = lambda s: print(s, file=sys.stderr)  # noqa: E731
-            results[name] = compare(case, args.batch_size, args.rounds, args.xla, log, args.vitkit_compile)
+            results[name] = compare(case, args.batch_size, args.rounds, args.xla, log, args.vitkit_compile, args.bf16)
             results[name]["max_probability_difference"] = diff
             ours = [Path(f) for f in args.vitkit_tflite.split(",") if f and read_sidecar(f)[1]["model"] == name]
-            if ours:
+            if ours and args.keras_backend == "tensorflow":
                 keras_file = Path(tmp) / f"{name}_keras.tflite"
                 failure = keras_tflite(case.kmodel, keras_file)
                 files = {} if failure else {"keras (the example's conversion)": keras_file}
@@ -402,16 +495,19 @@ def main() -> None:
                     results[name]["tflite_batch1_ms"]["keras (the example's conversion)"] = f"failed: {failure}"
 
     malloc = "glibc default malloc" if args.default_malloc else "malloc thresholds raised (vitkit train's setting)"
-    print(f"\nbatch {args.batch_size}, {args.threads} threads, fp32, {malloc}, median of {args.rounds} rounds")
-    print(f"{'model':22} {'implementation':16} {'train img/s':>12} {'x Keras':>8} {'infer img/s':>12} {'x Keras':>8}")
+    where = f"{args.threads} threads" if device.type == "cpu" else torch.cuda.get_device_name(device)
+    print(
+        f"\nbatch {args.batch_size}, {where}, Keras on {args.keras_backend}, {malloc}, median of {args.rounds} rounds"
+    )
+    print(f"{'model':22} {'implementation':22} {'train img/s':>12} {'x Keras':>8} {'infer img/s':>12} {'x Keras':>8}")
     for name, rows in results.items():
-        base = rows["keras"]
+        base = rows["keras"] if "keras" in rows else rows["keras-xla"]  # Keras' own default on that backend
         for label, row in rows.items():
             if not isinstance(row, dict) or "train_img_s" not in row:
                 continue
             tr, inf = row["train_img_s"], row["infer_img_s"]
             print(
-                f"{name:22} {label:16} {tr:12.1f} {tr / base['train_img_s']:8.2f} {inf:12.1f} "
+                f"{name:22} {label:22} {tr:12.1f} {tr / base['train_img_s']:8.2f} {inf:12.1f} "
                 f"{inf / base['infer_img_s']:8.2f}"
             )
     for name, rows in results.items():
@@ -420,9 +516,10 @@ def main() -> None:
     env = dict(
         malloc="glibc default" if args.default_malloc else "mmap/trim thresholds 1 GiB",
         torch=torch.__version__,
-        tensorflow=tf.__version__,
         keras=keras.__version__,
-        machine=platform.processor(),
+        keras_backend=args.keras_backend,
+        backend_version=__import__(args.keras_backend).__version__,
+        machine=platform.processor() + ("" if device.type == "cpu" else f", {torch.cuda.get_device_name(device)}"),
     )
     print(json.dumps(dict(results=results, batch_size=args.batch_size, threads=args.threads, **env)))
 
