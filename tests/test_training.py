@@ -250,7 +250,18 @@ def test_ema_sgd_channels_last_and_clipping(tmp_path):
     assert result.history[-1]["val_top1"] >= 0.7  # 85% measured (seed 0); chance is 10%
 
 
-def test_weight_average_is_scored_with_its_own_batchnorm_statistics(tmp_path):
+def test_an_ema_longer_than_the_run_is_warned_about():
+    from vitkit.training.trainer import short_ema_warning
+
+    # digits, 2 epochs of batch 32: 90 optimizer steps. At 0.999 the average kept 91% of the first step's weights
+    # and scored 24.5% (measured); at 0.99 it keeps 40% and scores 80% (the test below)
+    warning = short_ema_warning(0.999, 90)
+    assert "1,000 optimizer steps" in warning and "keep 91%" in warning and "--ema-decay 0.944" in warning
+    assert short_ema_warning(0.99, 90) is None
+    assert short_ema_warning(0.999, 28 * 469) is None  # the Fashion-MNIST recipe
+
+
+def test_weight_average_is_scored_with_its_own_batchnorm_statistics(tmp_path, capsys):
     # at AdamW's 2e-3 the weights move too fast for statistics averaged beside them to fit their average: with
     # those the EMA model answered one class (10.3% and 10.0% after epochs 1 and 2, measured); recomputed, 55%
     # and 80%
@@ -259,6 +270,8 @@ def test_weight_average_is_scored_with_its_own_batchnorm_statistics(tmp_path):
         output=str(tmp_path / "run"),
     )  # fmt: skip
     assert result.history[-1]["val_top1"] >= 0.6
+    printed = "".join(capsys.readouterr())
+    assert "training mobilevit_xxs" in printed and "--ema-decay 0.99 averages" not in printed  # 40% kept: no warning
 
 
 @pytest.mark.slow

@@ -250,6 +250,9 @@ def setup(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device, lo
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+        warning = short_ema_warning(cfg.ema_decay, cfg.epochs * math.ceil(batches_per_epoch / cfg.accumulate))
+        if warning:
+            log(warning)
     amp_dtype = resolve_amp(cfg.amp, device)
     train_model: nn.Module = model
     if info.enabled:
@@ -280,6 +283,21 @@ def setup(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device, lo
         eval_batch_size=cfg.batch_size * 2,
         scales=scales,
     )  # fmt: skip
+
+
+def short_ema_warning(decay: float, steps: int) -> str | None:
+    """A warning when a weight EMA cannot forget where it started within the run: after ``steps`` optimizer steps
+    the first step's weights still carry ``decay ** steps`` of the average (0.999 over 24 steps: 98%), and the
+    saved model is close to an untrained one. None when that share is under half."""
+    kept = decay**steps
+    if kept < 0.5:
+        return None
+    suggested = 1 - 5 / steps  # keeps e^-5, under 1%, of the first step
+    return (
+        f"warning: --ema-decay {decay:g} averages over about {1 / (1 - decay):,.0f} optimizer steps, but this run "
+        f"takes {steps:,}: the saved average would keep {kept:.0%} of the first step's weights. Use --ema-decay "
+        f"{suggested:.3g} or lower, or train longer."
+    )
 
 
 def trailing_validation(history: list[dict]) -> str | None:
