@@ -4,7 +4,7 @@
     python benchmarks/fashion_mnist.py --epochs 28 --clip-grad 1.0 --finetune-size 96 --finetune-epochs 4 --tta
     python benchmarks/fashion_mnist.py --from-run runs/f64 --finetune-size 64 --finetune-epochs 14 \
         --finetune-lr 8e-4 --finetune-warmup-epochs 1 --finetune-ema 0.999 --clip-grad 1.0 --tta
-    python benchmarks/fashion_mnist.py --image-size 96 --ema 0.999 --report last --tta --output runs/f96
+    python benchmarks/fashion_mnist.py --report last --tta --output runs/f96   # the recipe (96 px, EMA): 94.36%
 
 Runs `vitkit train --recipe fashion_mnist_mobilevit_xxs` (the official 10,000-image test split is the
 validation split), then `vitkit eval` on the best checkpoint, and prints one JSON line with the figures. The
