@@ -288,13 +288,14 @@ class Case:
         else:
             for jit in (False, True) if xla else (False,):
                 impls["keras-xla" if jit else "keras"] = self.keras_steps(jit=jit, mixed=False)
-        # with --bf16, only the bf16 model is also compiled: a GPU user of torch.compile trains in bf16
-        variants = [(False, False), (False, True)] if compile_vitkit and not bf16 else [(False, False)]
-        variants += [(True, False), (True, True)] if bf16 and compile_vitkit else [(True, False)] if bf16 else []
+        variants = [(False, False)]  # (bf16, compiled)
+        if bf16:
+            variants.append((True, False))
+        if compile_vitkit:  # with --bf16 only the bf16 model is compiled: a GPU user of torch.compile trains in bf16
+            variants.append((bf16, True))
         for amp, compiled in variants:
-            impls["vitkit" + ("-bf16" if amp else "") + ("-compiled" if compiled else "")] = self.vitkit_steps(
-                compiled, amp
-            )
+            label = "vitkit" + ("-bf16" if amp else "") + ("-compiled" if compiled else "")
+            impls[label] = self.vitkit_steps(compiled, amp)
         return impls
 
     def keras_steps(self, jit: bool, mixed: bool):
