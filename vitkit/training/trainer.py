@@ -244,13 +244,14 @@ def setup(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device, lo
         batches_per_epoch = expected_steps(share, scales)
     else:
         batches_per_epoch = math.ceil(share / cfg.batch_size)
-    scheduler = build_scheduler(optimizer, cfg, math.ceil(batches_per_epoch / cfg.accumulate))  # optimizer steps
+    steps_per_epoch = math.ceil(batches_per_epoch / cfg.accumulate)  # optimizer steps
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
     ema = None
     if cfg.ema_decay:
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
-        warning = short_ema_warning(cfg.ema_decay, cfg.epochs * math.ceil(batches_per_epoch / cfg.accumulate))
+        warning = short_ema_warning(cfg.ema_decay, cfg.epochs * steps_per_epoch)
         if warning:
             log(warning)
     amp_dtype = resolve_amp(cfg.amp, device)
