@@ -258,6 +258,8 @@ def test_an_ema_longer_than_the_run_is_warned_about():
     warning = short_ema_warning(0.999, 90)
     assert "1,000 optimizer steps" in warning and "keep 91%" in warning and "--ema-decay 0.944" in warning
     assert short_ema_warning(0.99, 90) is None
+    # a folder of 16 photos, 2 epochs: 2 steps, where no decay would do (1 - 5/2 is negative)
+    assert "leave out --ema-decay" in short_ema_warning(0.999, 2) and "-1.5" not in short_ema_warning(0.999, 2)
     assert short_ema_warning(0.999, 28 * 469) is None  # the Fashion-MNIST recipe
 
 

@@ -294,10 +294,14 @@ def short_ema_warning(decay: float, steps: int) -> str | None:
     if kept < 0.5:
         return None
     suggested = 1 - 5 / steps  # keeps e^-5, under 1%, of the first step
+    remedy = (
+        f"Use --ema-decay {suggested:.3g} or lower, or train longer."
+        if suggested > 0  # more than 5 steps
+        else "A run this short gains nothing from an average: leave out --ema-decay, or train longer."
+    )
     return (
         f"warning: --ema-decay {decay:g} averages over about {1 / (1 - decay):,.0f} optimizer steps, but this run "
-        f"takes {steps:,}: the saved average would keep {kept:.0%} of the first step's weights. Use --ema-decay "
-        f"{suggested:.3g} or lower, or train longer."
+        f"takes {steps:,}: the saved average would keep {kept:.0%} of the first step's weights. {remedy}"
     )
 
 
