@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -111,6 +112,40 @@ def test_features_and_head_are_separate():
     with torch.no_grad():
         tokens = vit.forward_features(torch.rand(1, 3, 224, 224))
     assert tokens.shape == (1, 197, 192)
+
+
+@pytest.mark.parametrize(
+    "name, overrides",
+    [("vit_cifar", {"mlp_drop_rate": 0.0}), ("vit_ti16", {"qkv_bias": False, "image_size": 64, "depth": 2})],
+)
+def test_vit_forward_is_the_class_token_of_every_tokens_features(name, overrides):
+    """forward() runs the last block for the class token alone; logits and every gradient equal the full path's."""
+    torch.manual_seed(0)
+    model = vitkit.create_model(name, num_classes=7, **overrides).train()
+    size = model.config.image_size
+    x = torch.rand(3, 3, size, size)
+    y = torch.tensor([0, 3, 6])
+
+    def loss_and_grads(forward):
+        model.zero_grad()
+        logits = forward(x)
+        F.cross_entropy(logits, y).backward()
+        return logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    fast, fast_grads = loss_and_grads(model)
+    full, full_grads = loss_and_grads(lambda x: model.forward_head(model.forward_features(x)))
+    torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-6)
+    assert fast_grads.keys() == full_grads.keys()
+    for n in full_grads:
+        torch.testing.assert_close(fast_grads[n], full_grads[n], rtol=1e-4, atol=1e-6, msg=n)
+    # and the work is really skipped: the last block's other N - 1 tokens' q, attention, projection and MLP
+    from vitkit.models.summary import count_macs
+
+    model.eval()
+    D, M, N = model.config.dim, model.blocks[-1].mlp.fc1.out_features, model.pos_embed.shape[1]
+    fast_macs, _ = count_macs(model, x[:1])
+    full_macs, _ = count_macs(lambda x: model.forward_head(model.forward_features(x)), x[:1])
+    assert full_macs - fast_macs == (N - 1) * (2 * D * D + 2 * N * D + 2 * D * M)
 
 
 @pytest.mark.parametrize("name", ["mobilevit_xxs", "vit_ti16"])

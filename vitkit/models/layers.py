@@ -138,12 +138,30 @@ class Attention(nn.Module):
         self.proj = nn.Linear(inner_dim, dim)
         self.proj_drop = Dropout(proj_drop)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, num_queries: int | None = None) -> torch.Tensor:
+        """[B, N, D] -> [B, N, D]; with ``num_queries`` only the first that many tokens attend (to all N), and
+        [B, num_queries, D] comes back."""
+        if num_queries is not None:
+            return self._first_tokens_attend(x, num_queries)
         B, N, _ = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim)  # [B, N, 3*H*Dh] -> [B, N, 3, H, Dh]
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x [B, H, N, Dh]
+        return self._attend(q, k, v)
+
+    def _first_tokens_attend(self, x: torch.Tensor, num_queries: int) -> torch.Tensor:
+        B, N, _ = x.shape
+        inner = self.num_heads * self.head_dim
+        weight, bias = self.qkv.weight, self.qkv.bias  # rows: q, then k, then v
+        q = F.linear(x[:, :num_queries], weight[:inner], None if bias is None else bias[:inner])
+        kv = F.linear(x, weight[inner:], None if bias is None else bias[inner:])
+        q = q.reshape(B, num_queries, self.num_heads, self.head_dim).transpose(1, 2)  # -> [B, H, Nq, Dh]
+        k, v = kv.reshape(B, N, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # 2 x [B, H, N, Dh]
+        return self._attend(q, k, v)
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        B, _, Nq, _ = q.shape
         x = dropout_attention(q, k, v, self.attn_drop if self.training else 0.0)
-        x = x.transpose(1, 2).reshape(B, N, self.num_heads * self.head_dim)  # [B, H, N, Dh] -> [B, N, H*Dh]
+        x = x.transpose(1, 2).reshape(B, Nq, self.num_heads * self.head_dim)  # [B, H, Nq, Dh] -> [B, Nq, H*Dh]
         return self.proj_drop(self.proj(x))
 
 
@@ -207,6 +225,10 @@ class TransformerBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, mlp_hidden_dim, act_layer, mlp_hidden_drop, mlp_out_drop, mlp_out_act)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
+    def forward(self, x: torch.Tensor, num_outputs: int | None = None) -> torch.Tensor:
+        """[B, N, D] -> [B, N, D], or only the first ``num_outputs`` tokens' outputs (which still attend to all N)."""
+        if num_outputs is None:
+            x = x + self.attn(self.norm1(x))
+        else:
+            x = x[:, :num_outputs] + self.attn(self.norm1(x), num_queries=num_outputs)
         return x + self.mlp(self.norm2(x))
