@@ -49,7 +49,7 @@ def _int64(u: int) -> int:
 # SplitMix64 (Steele, Lea and Flood, "Fast splittable pseudorandom number generators", OOPSLA 2014; the constants
 # of Vigna's reference splitmix64.c): the i-th output is mix(seed + i * GAMMA). It passes BigCrush, and being a
 # function of a counter it runs as a few whole-tensor integer ops on every core, where ``random_``'s Mersenne
-# Twister is one serial loop: 1.6x faster per word on this CPU (benchmarks/RESULTS.md).
+# Twister is one serial loop: 2.3x faster per word on a 2-core CPU (benchmarks/dropout_attention.py).
 _GAMMA, _MIX1, _MIX2 = (_int64(c) for c in (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB))
 _STEPS_CACHED = 1 << 18  # the counters * GAMMA of one attention block's words are kept (2 MiB), not rebuilt each call
 _steps = torch.empty(0, dtype=torch.int64)
