@@ -151,9 +151,17 @@ def test_attention_dropout_is_reproducible_from_the_seed_and_differs_across_seed
     assert torch.equal(outs[0], outs[1]) and not torch.equal(outs[0], outs[2])
 
 
-def test_without_dropout_attention_is_pytorchs():
-    q, k, v = (torch.randn(2, 3, 50, 8) for _ in range(3))
-    torch.testing.assert_close(dropout_attention(q, k, v, 0.0), F.scaled_dot_product_attention(q, k, v))
+@pytest.mark.parametrize("tokens", [16, 64, 65, 300])  # the plain products up to 64 keys, PyTorch's kernel above
+def test_without_dropout_attention_is_pytorchs(tokens):
+    q, k, v = (torch.randn(2, 3, tokens, 8, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    grad = torch.randn(2, 3, tokens, 8, dtype=torch.float64)
+    ours = dropout_attention(q, k, v, 0.0)
+    reference = F.scaled_dot_product_attention(q, k, v)
+    torch.testing.assert_close(ours, reference, rtol=1e-12, atol=1e-12)
+    for a, b in zip(torch.autograd.grad(ours, (q, k, v), grad), torch.autograd.grad(reference, (q, k, v), grad)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    # class-token attention: one query over every key
+    torch.testing.assert_close(dropout_attention(q[:, :, :1], k, v, 0.0), reference[:, :, :1], rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")

@@ -119,7 +119,7 @@ class _KeepScale(torch.autograd.Function):
         return torch.mul(grad, keep).mul_(ctx.scale), None, None
 
 
-def _cheap_masks(x: torch.Tensor) -> bool:
+def _eager_on_cpu(x: torch.Tensor) -> bool:
     """The masks here serve eager runs on a CPU. Elsewhere PyTorch's own dropout is used: its fused kernels on a
     GPU, and under torch.compile, where inductor generates the mask inside its kernels (and the int64 words seen
     as int16 in ``_uniforms`` do not trace through AOT autograd)."""
@@ -135,7 +135,7 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     """``F.dropout`` with the cheap mask on CPU."""
     if not training or p == 0.0:
         return x
-    if not _cheap_masks(x):
+    if not _eager_on_cpu(x):
         return F.dropout(x, p, training=True)
     if drop_threshold(p) >= _LEVELS:
         return x * 0.0
@@ -216,8 +216,17 @@ class _DropoutAttention(torch.autograd.Function):
         return grad_q.view(B, H, Nq, -1), grad_k.view(B, H, *k.shape[1:]), grad_v.view(B, H, *v.shape[1:]), None
 
 
+# At or below this many keys, three plain kernels (product, softmax, product) beat PyTorch's fused CPU attention,
+# whose per-block overhead dominates there: 1.7-1.9x forward and backward at 16 and 64 tokens of 16-24 dims,
+# MobileViT's smaller stages (benchmarks/RESULTS.md). Above it the fused kernel wins or ties.
+_FEW_KEYS = 64
+
+
 def dropout_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p: float) -> torch.Tensor:
     """softmax(q k^T / sqrt(d)) with dropout ``p`` on the attention weights, times v; [B, H, N, d] in and out."""
-    if p == 0.0 or not _cheap_masks(q) or drop_threshold(p) >= _LEVELS:
+    if p == 0.0 and k.shape[-2] <= _FEW_KEYS and _eager_on_cpu(q):
+        attn = torch.softmax(torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-2, -1)), dim=-1)  # [B, H, Nq, Nk]
+        return torch.matmul(attn, v)
+    if p == 0.0 or not _eager_on_cpu(q) or drop_threshold(p) >= _LEVELS:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=p)
     return _DropoutAttention.apply(q, k, v, p)
