@@ -12,7 +12,7 @@ so every output's expectation is still exactly its input.
 over each. ``dropout_attention`` works through the maps a cache-sized block at a time and keeps two for
 backward: the softmax (4 bytes a weight, as Keras on TensorFlow keeps it too) and the 1-byte mask. Keeping
 the softmax rather than recomputing it in backward, as FlashAttention does (Dao et al., 2022), saves one of
-the seven products and a softmax per block: 16% of the layer's time on this CPU, for 512 MB per 1,024-token
+the seven products and a softmax per block: 11% of the layer's time on this CPU, for 512 MB per 1,024-token
 layer at batch 64.
 
 On other devices, and under torch.compile, both fall back to PyTorch's own fused kernels. Each mask's seed
@@ -88,7 +88,7 @@ def _uniforms(n: int) -> torch.Tensor:
 
 def _keep_from_uniforms(uniforms: torch.Tensor, threshold: int) -> torch.Tensor:
     """int16 0/1: 1 where a uniform is at or above ``threshold`` (> -32768). Clamping to [threshold - 1, threshold]
-    and subtracting is two vectorized passes; ``torch.ge`` into bool was 4x slower on this CPU."""
+    and subtracting is two vectorized passes; ``torch.ge`` into bool was 5x slower on this CPU."""
     if threshold <= -(_LEVELS // 2):  # nothing is dropped (and threshold - 1 would not fit in int16)
         return torch.ones_like(uniforms)
     return torch.clamp(uniforms, threshold - 1, threshold).sub_(threshold - 1)
@@ -120,9 +120,9 @@ class _KeepScale(torch.autograd.Function):
 
 
 def _eager_on_cpu(x: torch.Tensor) -> bool:
-    """The masks here serve eager runs on a CPU. Elsewhere PyTorch's own dropout is used: its fused kernels on a
-    GPU, and under torch.compile, where inductor generates the mask inside its kernels (and the int64 words seen
-    as int16 in ``_uniforms`` do not trace through AOT autograd)."""
+    """The masks here, and the plain attention over few keys, serve eager runs on a CPU. Elsewhere PyTorch's own
+    kernels are used: its fused ones on a GPU, and under torch.compile, where inductor generates the mask inside
+    its kernels (and the int64 words seen as int16 in ``_uniforms`` do not trace through AOT autograd)."""
     return x.device.type == "cpu" and not torch.compiler.is_compiling()
 
 

@@ -122,9 +122,7 @@ class VisionTransformer(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        nn.init.trunc_normal_(
-            self.pos_embed, std=0.02
-        )  # RandomNormal(stddev=0.02) in the TensorFlow ViT tutorial; class token zeros
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)  # RandomNormal(stddev=0.02) in the TensorFlow ViT tutorial; class token zeros
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
@@ -190,21 +188,11 @@ _PRESETS = {
     ),
     "vit_cifar": (  # the Keras CIFAR-10 example: 144 patches of 6x6, MLP [128, 64]; dropout in the MLP only
         ViTConfig(
-            dim=64,
-            depth=8,
-            num_heads=4,
-            patch_size=6,
-            image_size=72,
-            mlp_ratio=2.0,
-            mlp_out_act=True,
-            mlp_drop_rate=0.1,
+            dim=64, depth=8, num_heads=4, patch_size=6, image_size=72, mlp_ratio=2.0, mlp_out_act=True, mlp_drop_rate=0.1
         ),
         # the example's Normalization layer adapted to CIFAR-10; it resizes 32 -> 72 with no crop (a squash)
         Preprocess(
-            input_size=72,
-            mean=(0.4914, 0.4822, 0.4465),
-            std=(0.2470, 0.2435, 0.2616),
-            crop_pct=1.0,
+            input_size=72, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616), crop_pct=1.0,
             resize_mode="squash",
         ),  # fmt: skip
         "small ViT of the Keras CIFAR-10 example: image 72, patch 6, dim 64, 8 layers, 4 heads",
